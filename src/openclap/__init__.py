@@ -1,0 +1,3 @@
+"""openclap: Contrastive Language-Audio Pretraining."""
+
+__version__ = "0.1.0"
