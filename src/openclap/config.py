@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 AudioEncoderName = Literal["htsat", "cnn14"]
 TextEncoderName = Literal["gpt2", "bert", "roberta"]
-PoolingName = Literal["last", "count_nonpad", "cls", "mean"]
+PoolingName = Literal["last", "count_nonpad", "cls", "mean", "pooler"]
 PadModeName = Literal["repeat", "zero"]
 
 
@@ -218,7 +218,8 @@ class TextConfig(_DictMixin):
     # kwargs for transformers' GPT2Config / BertConfig / RobertaConfig (random init, no download).
     transformer: dict[str, Any] = field(default_factory=dict)
     # "last": the last token with attention_mask 1; "count_nonpad": position count(ids != pad_id) - 1,
-    # msclap-2023's rule (it differs from "last" only when the text itself contains the pad token "!").
+    # msclap-2023's rule (it differs from "last" only when the text itself contains the pad token "!");
+    # "pooler": BERT/RoBERTa's pooler output (dense + tanh over CLS), as LAION-CLAP uses.
     pooling: PoolingName = "last"
     max_length: int = 77
     # tokenizer: a bundled name (e.g. "gpt2"), or a directory with tokenizer files.
@@ -229,14 +230,25 @@ class TextConfig(_DictMixin):
     pad_token: str | None = None
     # "max_length" pads every batch to max_length (msclap); "longest" pads to the batch's longest.
     padding: Literal["max_length", "longest"] = "longest"
+    # Texts longer than max_length tokens: "keep_suffix" cuts the text but keeps the tokens of
+    # text_suffix (so the pooled end token survives); "right" cuts the tail; "none" never cuts and lets
+    # the batch grow past max_length, as msclap does (its encode_plus pads to max_length without
+    # truncation=True, so a long caption keeps all its tokens).
+    truncation: Literal["keep_suffix", "right", "none"] = "keep_suffix"
 
     def __post_init__(self) -> None:
         if self.encoder not in ("gpt2", "bert", "roberta"):
             raise ConfigError(f"text encoder must be gpt2, bert or roberta, got {self.encoder!r}")
-        if self.pooling not in ("last", "count_nonpad", "cls", "mean"):
-            raise ConfigError(f"pooling must be last, count_nonpad, cls or mean, got {self.pooling!r}")
+        if self.pooling not in ("last", "count_nonpad", "cls", "mean", "pooler"):
+            raise ConfigError(
+                f"pooling must be last, count_nonpad, cls, mean or pooler, got {self.pooling!r}"
+            )
         if self.max_length <= 1:
             raise ConfigError(f"max_length must be > 1, got {self.max_length}")
+        if self.padding not in ("max_length", "longest"):
+            raise ConfigError(f"padding must be 'max_length' or 'longest', got {self.padding!r}")
+        if self.truncation not in ("keep_suffix", "right", "none"):
+            raise ConfigError(f"truncation must be keep_suffix, right or none, got {self.truncation!r}")
 
     @property
     def width(self) -> int:

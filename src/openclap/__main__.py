@@ -1,0 +1,5 @@
+import sys
+
+from openclap.cli import main
+
+sys.exit(main())

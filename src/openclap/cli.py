@@ -1,0 +1,72 @@
+"""The ``openclap`` command. Each subcommand lives in ``openclap.commands.<name>``.
+
+A command module defines ``add_parser(subparsers)``, which registers its parser and sets
+``func=run``; ``run(args) -> int`` returns the exit code (0 ok, 1 some input failed, 2 usage).
+Heavy imports happen inside ``run`` so that ``openclap --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from openclap import __version__
+
+# Order is the order of `openclap --help`.
+COMMAND_MODULES = (
+    "openclap.commands.models",
+    "openclap.commands.classify",
+    "openclap.commands.embed",
+)
+
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line usage detected after parsing; reported with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(prog="openclap", description="Contrastive Language-Audio Pretraining.")
+    parser.add_argument("--version", action="version", version=f"openclap {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str = "tiny") -> None:
+    """The --model / --checkpoint / --device options every model-using command takes."""
+    parser.add_argument("--model", default=default_model, help=f"preset name or model directory (default: {default_model})")
+    parser.add_argument("--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``openclap`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"openclap {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError) as exc:
+        # Bad values (unknown model, bad labels, unreadable single input): a usage-level error.
+        print(f"openclap {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""`openclap classify`: zero-shot labels for audio files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, add_model_arguments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `openclap classify`."""
+    parser = subparsers.add_parser(
+        "classify",
+        help="zero-shot classification of audio files against text labels",
+        description="Score each audio file against prompts built from the labels; folders are searched recursively.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="audio files and/or folders")
+    parser.add_argument("--labels", nargs="+", required=True, help="candidate labels, e.g. dog rain 'church bells'")
+    parser.add_argument("--template", default="this is the sound of {}", help="prompt with {} for the label")
+    parser.add_argument("--top-k", type=int, default=3, help="labels to show per file (default 3)")
+    parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_model_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify every input; failed inputs are reported on stderr and make the exit code 1."""
+    import openclap
+    from openclap.pipeline import find_audio_files
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    files = find_audio_files(args.inputs)
+    if not files:
+        raise UsageError(f"no audio files found in {args.inputs}")
+    model = openclap.load(args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device)
+    results = model.classify(
+        files,
+        args.labels,
+        template=args.template,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        progress=args.progress,
+        on_error="skip",
+    )
+    failed = 0
+    for r in results:
+        if r.error is not None:
+            failed += 1
+            print(f"openclap classify: failed: {r.error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": r.source, "error": r.error}))
+            continue
+        if args.json:
+            print(json.dumps({"path": r.source, "labels": r.labels, "scores": [round(s, 6) for s in r.scores]}))
+        else:
+            best = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores))
+            print(f"{r.source}\t{best}")
+    if failed:
+        print(f"openclap classify: {failed} of {len(results)} input(s) failed", file=sys.stderr)
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK

@@ -1,0 +1,138 @@
+"""Build models by name or from a directory, load weights strictly, save model directories."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from openclap.config import ClapConfig
+from openclap.model import ClapModel
+from openclap.registry import get_model_config
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+# Seed for the random initialisation of models loaded without weights (e.g. the `tiny` preset), so
+# that `load("tiny")` is the same model in every process.
+RANDOM_INIT_SEED = 0
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a directory holding an openclap ``config.json``."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def resolve_config(name_or_dir: str | os.PathLike | ClapConfig) -> ClapConfig:
+    """A config from a preset name, a model directory or a config object."""
+    if isinstance(name_or_dir, ClapConfig):
+        return name_or_dir
+    if is_model_dir(name_or_dir):
+        return ClapConfig.from_dict(json.loads((Path(name_or_dir) / CONFIG_NAME).read_text()))
+    if Path(name_or_dir).exists():
+        raise FileNotFoundError(f"{name_or_dir} exists but has no {CONFIG_NAME}; a model directory needs one")
+    return get_model_config(str(name_or_dir))
+
+
+def create_model(config: ClapConfig, seed: int = RANDOM_INIT_SEED) -> ClapModel:
+    """A randomly initialised model, the same for the same seed; left in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(config)
+    return model.eval()
+
+
+def load_weights(model: ClapModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` strictly, with errors naming every missing, unexpected or mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state_dict))
+        if own[k].shape != state_dict[k].shape
+    ]
+    problems = []
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} shape mismatch(es): " + "; ".join(wrong_shape[:5]))
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {unexpected[:5]}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit model {model.config.name!r}: "
+            + " | ".join(problems)
+            + ". The checkpoint was probably made for another preset: pass the matching model name."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(model: ClapModel, checkpoint: str | os.PathLike, format: str | None = None) -> None:
+    """Load a checkpoint file into ``model``: our safetensors, or a peer's format via a converter."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; pass the path of a downloaded weights file")
+    if path.suffix == ".safetensors" and format in (None, "openclap"):
+        load_weights(model, load_file(str(path)), str(path))
+        return
+    from openclap.convert import convert_checkpoint  # converters are only needed for peers' files
+
+    state_dict, report = convert_checkpoint(path, model.config, format=format)
+    logger.info("%s", report.summary())
+    load_weights(model, state_dict, str(path))
+
+
+def save_model_dir(model: ClapModel, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (tokenizer files are the pipeline's job)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "openclap_model": model.config.name})
+    os.replace(tmp, out / WEIGHTS_NAME)
+    return out
+
+
+def load_model(
+    name_or_dir: str | os.PathLike | ClapConfig,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+) -> ClapModel:
+    """A model in eval mode: from a model directory, or a preset with an optional checkpoint.
+
+    A preset without ``checkpoint`` gets its published weights when it has any (hub download,
+    offline cache first, when ``download``), otherwise seeded random weights.
+    """
+    config = resolve_config(name_or_dir)
+    model = create_model(config)
+    if not isinstance(name_or_dir, ClapConfig) and is_model_dir(name_or_dir) and checkpoint is None:
+        weights = Path(name_or_dir) / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"model directory {name_or_dir} has no {WEIGHTS_NAME}")
+        load_weights(model, load_file(str(weights)), str(weights))
+    elif checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    elif download:
+        from openclap.pretrained import get_bundle
+
+        bundle = get_bundle(config.name)
+        if bundle is not None:
+            from openclap.hub import download_checkpoint
+
+            load_checkpoint(model, download_checkpoint(bundle), format=bundle.format)
+        else:
+            logger.info("model %r has no published weights: using seeded random weights", config.name)
+    return model.to(device).eval()

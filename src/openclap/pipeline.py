@@ -1,0 +1,317 @@
+"""The user-facing object: files and texts in, embeddings, similarities and labels out.
+
+Inference is deterministic: a clip shorter than the model's window is padded (repeat or zero, per
+config), a longer one is cut into overlapping windows (see ``openclap.audio.windows``) whose
+embeddings are averaged and re-normalised. Nothing is random, so the same file gives the same vector.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from openclap.audio.io import AudioLoadError, load_audio
+from openclap.audio.windows import WindowSpan, split_windows
+from openclap.config import ClapConfig
+from openclap.factory import TOKENIZER_DIR, is_model_dir, load_model, resolve_config, save_model_dir
+from openclap.model import ClapModel
+from openclap.text.tokenizer import TextInputError, TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+# An audio input: a path, or a waveform with its sample rate (a bare array needs sample_rate=).
+AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, tuple[Any, int]]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64")
+
+
+@dataclass
+class AudioEmbedding:
+    """One input's result: the clip embedding, its windows, or the reason it failed."""
+
+    source: str
+    embedding: np.ndarray | None = None  # (D,) L2-normalised mean of the window embeddings
+    window_embeddings: np.ndarray | None = None  # (W, D) each L2-normalised
+    spans: list[WindowSpan] = field(default_factory=list)
+    duration: float = 0.0  # seconds of real audio
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Classification:
+    """Zero-shot result for one input: labels sorted by score, best first."""
+
+    source: str
+    labels: list[str]
+    scores: list[float]  # softmax over all labels of scale * cosine
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+
+def find_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand folders (recursively, sorted) into audio files; files are kept as given."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS))
+        else:
+            found.append(path)
+    return found
+
+
+def _describe(item: AudioInput, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    return f"<input {index}>"
+
+
+class ClapPipeline:
+    """A CLAP model with its tokenizer and clip policy: ``embed_audio``, ``embed_text``, ``classify``."""
+
+    def __init__(self, model: ClapModel, tokenizer: TextTokenizer, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    @property
+    def config(self) -> ClapConfig:
+        return self.model.config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sample_rate
+
+    # ----------------------------------------------------------------------------------- audio
+    def _load(self, item: AudioInput, sample_rate: int | None, index: int) -> np.ndarray:
+        if isinstance(item, tuple):
+            wave, rate = item
+            return load_audio(wave, self.sample_rate, source_rate=rate)
+        if isinstance(item, (np.ndarray, torch.Tensor)):
+            if sample_rate is None:
+                raise ValueError(f"input {index} is an array: pass sample_rate=, or give (array, rate) tuples")
+            return load_audio(item, self.sample_rate, source_rate=sample_rate)
+        return load_audio(item, self.sample_rate)
+
+    def _windows(self, wave: np.ndarray, hop_seconds: float | None) -> tuple[torch.Tensor, list[WindowSpan]]:
+        audio = self.config.audio
+        hop = hop_seconds if hop_seconds is not None else audio.hop_seconds
+        hop_samples = max(1, int(round(hop * self.sample_rate)))
+        return split_windows(torch.from_numpy(wave), audio.num_samples, hop_samples, audio.pad_mode, self.sample_rate)
+
+    @torch.inference_mode()
+    def _encode_windows(self, windows: torch.Tensor) -> np.ndarray:
+        embeds = self.model.encode_audio(windows.to(self.device, torch.float32))
+        return embeds.float().cpu().numpy()
+
+    def iter_audio_embeddings(
+        self,
+        inputs: Sequence[AudioInput],
+        *,
+        sample_rate: int | None = None,
+        batch_size: int = 8,
+        hop_seconds: float | None = None,
+        progress: bool = False,
+    ) -> Iterator[AudioEmbedding]:
+        """Embed inputs in order, yielding one result per input; unreadable audio is a failed result.
+
+        ``batch_size`` counts windows: long clips fill several batch slots. Only ``AudioLoadError``
+        (and bad arrays) become failed results; any other exception propagates.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pending: list[tuple[AudioEmbedding, int]] = []  # results waiting for window embeddings
+        chunks: list[torch.Tensor] = []
+        queued = 0
+        bar = tqdm(total=len(inputs), desc="embedding audio", unit="file", disable=not progress)
+
+        def flush() -> Iterator[AudioEmbedding]:
+            nonlocal chunks, pending, queued
+            if chunks:
+                windows = torch.cat(chunks)
+                embeds = np.concatenate(
+                    [self._encode_windows(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+                )
+            offset = 0
+            for result, count in pending:
+                if count:
+                    result.window_embeddings = embeds[offset : offset + count]
+                    mean = torch.from_numpy(result.window_embeddings.mean(axis=0))
+                    result.embedding = F.normalize(mean, dim=-1).numpy()
+                    offset += count
+                bar.update(1)
+                yield result
+            pending, chunks, queued = [], [], 0
+
+        for index, item in enumerate(inputs):
+            result = AudioEmbedding(source=_describe(item, index))
+            try:
+                wave = self._load(item, sample_rate, index)
+            except AudioLoadError as exc:
+                result.error = str(exc)
+                pending.append((result, 0))
+                continue
+            windows, spans = self._windows(wave, hop_seconds)
+            result.spans = spans
+            result.duration = len(wave) / self.sample_rate
+            pending.append((result, len(windows)))
+            chunks.append(windows)
+            queued += len(windows)
+            if queued >= batch_size:
+                yield from flush()
+        yield from flush()
+        bar.close()
+
+    def embed_audio(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        *,
+        sample_rate: int | None = None,
+        batch_size: int = 8,
+        hop_seconds: float | None = None,
+        progress: bool = False,
+        return_windows: bool = False,
+    ) -> np.ndarray | list[AudioEmbedding]:
+        """(N, D) float32 L2-normalised embeddings; raises on the first unreadable input.
+
+        With ``return_windows=True`` returns the per-input ``AudioEmbedding`` results instead,
+        holding each window's embedding with its start/end seconds.
+        """
+        items = _as_list(inputs)
+        if not items:
+            raise ValueError("embed_audio got no inputs; pass at least one file or waveform")
+        results = list(
+            self.iter_audio_embeddings(
+                items, sample_rate=sample_rate, batch_size=batch_size, hop_seconds=hop_seconds, progress=progress
+            )
+        )
+        for result in results:
+            if result.error is not None:
+                raise AudioLoadError(result.error, path=result.source)
+        if return_windows:
+            return results
+        return np.stack([r.embedding for r in results]).astype(np.float32)
+
+    # ------------------------------------------------------------------------------------ text
+    @torch.inference_mode()
+    def embed_text(self, texts: str | Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """(M, D) float32 L2-normalised text embeddings."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise TextInputError("embed_text got an empty list; pass at least one text")
+        out = []
+        for start in tqdm(range(0, len(items), batch_size), desc="embedding text", disable=not progress):
+            tokens = self.tokenizer(items[start : start + batch_size])
+            embeds = self.model.encode_text(
+                tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            )
+            out.append(embeds.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def _cached_text(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            for text, vec in zip(missing, self.embed_text(missing)):
+                self._text_cache[text] = vec
+        return np.stack([self._text_cache[t] for t in texts])
+
+    # ---------------------------------------------------------------------------- similarities
+    def similarity(self, audio_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        """(N, M) cosine similarities of L2-normalised audio and text embeddings."""
+        a, t = np.asarray(audio_embeds, np.float32), np.asarray(text_embeds, np.float32)
+        if a.ndim != 2 or t.ndim != 2 or a.shape[1] != t.shape[1]:
+            raise ValueError(f"need (N, D) and (M, D) embeddings with equal D, got {a.shape} and {t.shape}")
+        return a @ t.T
+
+    def classify(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        labels: Sequence[str],
+        *,
+        template: str = "this is the sound of {}",
+        top_k: int | None = None,
+        sample_rate: int | None = None,
+        batch_size: int = 8,
+        progress: bool = False,
+        on_error: str = "raise",
+    ) -> list[Classification]:
+        """Zero-shot classification: each input scored against ``template.format(label)`` prompts.
+
+        ``on_error="skip"`` returns failed inputs as results with ``error`` set instead of raising.
+        """
+        labels = list(labels)
+        if not labels:
+            raise ValueError("classify needs at least one label, e.g. labels=['dog', 'rain']")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be unique, got {labels}")
+        if "{}" not in template:
+            raise ValueError(f"template must contain '{{}}' where the label goes, got {template!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        text = self._cached_text([template.format(label) for label in labels])  # (L, D)
+        k = len(labels) if top_k is None else max(1, min(top_k, len(labels)))
+        scale = float(self.model.scale().detach())
+        out = []
+        items = _as_list(inputs)
+        for result in self.iter_audio_embeddings(
+            items, sample_rate=sample_rate, batch_size=batch_size, progress=progress
+        ):
+            if result.error is not None:
+                if on_error == "raise":
+                    raise AudioLoadError(result.error, path=result.source)
+                out.append(Classification(result.source, [], [], error=result.error))
+                continue
+            probs = torch.softmax(torch.from_numpy(scale * (text @ result.embedding)), dim=0).numpy()
+            order = np.argsort(-probs, kind="stable")[:k]
+            out.append(Classification(result.source, [labels[i] for i in order], [float(probs[i]) for i in order]))
+        return out
+
+    # ------------------------------------------------------------------------------------- i/o
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors and the tokenizer: ``openclap.load(directory)`` reads it."""
+        out = save_model_dir(self.model, directory)
+        self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
+        return out
+
+
+def _as_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor, tuple)):
+        return [inputs]
+    return list(inputs)
+
+
+def load(
+    name_or_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    pretrained: bool = True,
+) -> ClapPipeline:
+    """Load a preset (optionally with a checkpoint) or a saved model directory, ready for inference.
+
+    A preset with published weights and no ``checkpoint`` fetches them (hub cache first) unless
+    ``pretrained=False``, which gives seeded random weights (tests, benchmarks, training from scratch).
+    """
+    config = resolve_config(name_or_dir)
+    if tokenizer is None and is_model_dir(name_or_dir) and (Path(name_or_dir) / TOKENIZER_DIR).is_dir():
+        tokenizer = Path(name_or_dir) / TOKENIZER_DIR
+    text_tokenizer = TextTokenizer(config.text, tokenizer)
+    model = load_model(name_or_dir, checkpoint=checkpoint, device=device, download=pretrained)
+    return ClapPipeline(model, text_tokenizer, device=device)
