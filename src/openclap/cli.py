@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "openclap.commands.models",
     "openclap.commands.classify",
     "openclap.commands.embed",
+    "openclap.commands.eval",
+    "openclap.commands.demo",
 )
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2

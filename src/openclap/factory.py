@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from openclap.config import ClapConfig
 from openclap.model import ClapModel
-from openclap.registry import get_model_config
+from openclap.registry import bundled_model_dir, get_model_config
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,14 @@ class CheckpointError(ValueError):
 def is_model_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` is a directory holding an openclap ``config.json``."""
     return (Path(path) / CONFIG_NAME).is_file()
+
+
+def resolve_source(name_or_dir: str | os.PathLike | ClapConfig) -> str | os.PathLike | ClapConfig:
+    """A bundled trained model's name becomes its directory; anything else is returned as given."""
+    if isinstance(name_or_dir, ClapConfig) or is_model_dir(name_or_dir):
+        return name_or_dir
+    bundled = bundled_model_dir(str(name_or_dir))
+    return bundled if bundled is not None else name_or_dir
 
 
 def resolve_config(name_or_dir: str | os.PathLike | ClapConfig) -> ClapConfig:
@@ -116,6 +124,7 @@ def load_model(
     A preset without ``checkpoint`` gets its published weights when it has any (hub download,
     offline cache first, when ``download``), otherwise seeded random weights.
     """
+    name_or_dir = resolve_source(name_or_dir)
     config = resolve_config(name_or_dir)
     model = create_model(config)
     if not isinstance(name_or_dir, ClapConfig) and is_model_dir(name_or_dir) and checkpoint is None:

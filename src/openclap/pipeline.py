@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from openclap.audio.io import AudioLoadError, load_audio
 from openclap.audio.windows import WindowSpan, split_windows
 from openclap.config import ClapConfig
-from openclap.factory import TOKENIZER_DIR, is_model_dir, load_model, resolve_config, save_model_dir
+from openclap.factory import TOKENIZER_DIR, is_model_dir, load_model, resolve_config, resolve_source, save_model_dir
 from openclap.model import ClapModel
 from openclap.text.tokenizer import TextInputError, TextTokenizer
 
@@ -309,9 +309,14 @@ def load(
     A preset with published weights and no ``checkpoint`` fetches them (hub cache first) unless
     ``pretrained=False``, which gives seeded random weights (tests, benchmarks, training from scratch).
     """
+    name_or_dir = resolve_source(name_or_dir)
     config = resolve_config(name_or_dir)
     if tokenizer is None and is_model_dir(name_or_dir) and (Path(name_or_dir) / TOKENIZER_DIR).is_dir():
         tokenizer = Path(name_or_dir) / TOKENIZER_DIR
+    if tokenizer is None:  # not bundled nor a local directory: the hub cache (roberta-base, bert-base-uncased)
+        from openclap.hub import resolve_tokenizer
+
+        tokenizer = resolve_tokenizer(config.text)
     text_tokenizer = TextTokenizer(config.text, tokenizer)
     model = load_model(name_or_dir, checkpoint=checkpoint, device=device, download=pretrained)
     return ClapPipeline(model, text_tokenizer, device=device)

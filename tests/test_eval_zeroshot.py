@@ -1,0 +1,179 @@
+"""Zero-shot and retrieval on the ../shared/data test splits with the `tiny` preset (random weights).
+
+A random model must not beat chance: a label-permutation test (seed-fixed) checks that predictions
+carry no information about the labels. Under H0 (predictions independent of labels) the permutation
+p-value is uniform, so requiring p >= 0.001 fails a non-leaking evaluation with probability 0.001;
+a leak (e.g. scores aligned with targets by a bug) gives p = 1 / (1 + permutations).
+Also: template averaging, the embedding cache (a second run decodes nothing), bad-file accounting.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from openclap.eval import metrics
+from openclap.eval.cache import EmbeddingCache, embed_files, pipeline_fingerprint
+from openclap.eval.datasets import Manifest
+from openclap.eval.retrieval import retrieval
+from openclap.eval.zero_shot import class_text_embeddings, read_templates, zero_shot
+
+PERMUTATIONS = 2000
+ALPHA = 1e-3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The tiny model and the probe make many small calls: one intra-op thread is faster on a busy CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data(shared_data: Path) -> Path:
+    """../shared/data (the conftest fixture skips when it is missing)."""
+    return shared_data
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    import openclap.pipeline
+
+    return openclap.pipeline.load("tiny")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, pipeline):
+    with EmbeddingCache(tmp_path_factory.mktemp("cache"), pipeline_fingerprint(pipeline)) as c:
+        yield c
+
+
+def permutation_pvalue(pred: np.ndarray, target: np.ndarray, seed: int = 0) -> float:
+    """One-sided p-value of accuracy(pred, target) against label permutations."""
+    rng = np.random.default_rng(seed)
+    observed = np.mean(pred == target)
+    null = np.array([np.mean(pred == rng.permutation(target)) for _ in range(PERMUTATIONS)])
+    return float((1 + np.sum(null >= observed)) / (1 + PERMUTATIONS))
+
+
+def test_permutation_test_detects_a_leak():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 10, 200)
+    assert permutation_pvalue(target.copy(), target) == pytest.approx(1 / (1 + PERMUTATIONS))
+    assert permutation_pvalue(rng.integers(0, 10, 200), target) > ALPHA
+
+
+@pytest.mark.parametrize("subset", ["esc10", "fsdd", "instruments"])
+def test_random_model_zero_shot_is_at_chance(data, pipeline, cache, subset):
+    ds = Manifest().load(data / subset / "manifest.csv", split="test")  # the whole test split
+    result = zero_shot(pipeline, ds, cache=cache)
+    assert result.num_evaluated == len(ds) and result.excluded["count"] == 0
+    pred, target = result.predictions, result.targets
+    p = permutation_pvalue(pred, target)
+    assert p >= ALPHA, f"{subset}: accuracy {result.metrics['accuracy']:.3f} is above chance (p={p:.4f})"
+    # Expected accuracy under independence, given both marginals; the observed value is within 4 sd.
+    num_classes = len(ds.classes)
+    p_pred = np.bincount(pred, minlength=num_classes) / len(pred)
+    p_true = np.bincount(target, minlength=num_classes) / len(target)
+    chance = float(p_pred @ p_true)
+    assert abs(result.metrics["accuracy"] - chance) <= 4 * np.sqrt(chance * (1 - chance) / len(pred)) + 1e-9
+    assert result.confusion.sum() == len(ds)
+
+
+def test_random_model_retrieval_is_at_chance(data, pipeline, cache):
+    ds = Manifest(label_column="caption").load(data / "esc10" / "manifest.csv", split="test")
+    result = retrieval(pipeline, ds, cache=cache)
+    assert result.num_evaluated == len(ds) == 80 and result.num_captions == 80
+    # Permutation test on the text-to-audio R@10: shuffle which clip each caption belongs to.
+    audio = embed_files(pipeline, [i.path for i in ds.items], cache=cache).embeddings
+    text = pipeline.embed_text([i.captions[0] for i in ds.items])
+    sim = audio @ text.T
+    observed = result.text_to_audio["R@10"]
+    assert observed == pytest.approx(
+        metrics.retrieval_metrics_from_similarity(sim, np.arange(80)).text_to_audio["R@10"]
+    )
+    rng = np.random.default_rng(0)
+    null = [
+        metrics.retrieval_metrics_from_similarity(sim, rng.permutation(80)).text_to_audio["R@10"]
+        for _ in range(200)
+    ]
+    p = (1 + sum(v >= observed for v in null)) / (1 + len(null))
+    assert p >= 0.005, f"R@10 {observed:.3f} above chance (p={p:.4f})"
+
+
+def test_templates_are_averaged_and_read_from_a_file(tmp_path, pipeline):
+    names = ["dog", "rain"]
+    one = class_text_embeddings(pipeline, names, ["a {}"])
+    two = class_text_embeddings(pipeline, names, ["the sound of {}"])
+    both = class_text_embeddings(pipeline, names, ["a {}", "the sound of {}"])
+    expected = (one + two) / np.linalg.norm(one + two, axis=1, keepdims=True)
+    np.testing.assert_allclose(both, expected, atol=1e-5)
+    (tmp_path / "t.txt").write_text("# prompts\na {}\n\nthe sound of {}\n")
+    assert read_templates(str(tmp_path / "t.txt")) == ["a {}", "the sound of {}"]
+    (tmp_path / "bad.txt").write_text("no placeholder\n")
+    with pytest.raises(ValueError, match="exactly once"):
+        read_templates(str(tmp_path / "bad.txt"))
+
+
+def test_cache_makes_the_second_evaluation_decode_nothing(tmp_path, data, pipeline, monkeypatch):
+    ds = Manifest().load(data / "esc10" / "manifest.csv", split="test").subset(range(12))
+    with EmbeddingCache(tmp_path / "cache", pipeline_fingerprint(pipeline)) as cache:
+        first = zero_shot(pipeline, ds, cache=cache)
+        assert first.timing["computed"] == 12 and first.timing["cached"] == 0 and len(cache) == 12
+
+        def no_decoding(*args, **kwargs):
+            raise AssertionError("audio decoded although every embedding is cached")
+
+        monkeypatch.setattr("openclap.pipeline.load_audio", no_decoding)
+        second = zero_shot(pipeline, ds, ["a recording of {}"], cache=cache)
+        assert second.timing["cached"] == 12 and second.timing["computed"] == 0
+        np.testing.assert_array_equal(first.targets, second.targets)
+    # Same embeddings with and without the cache.
+    monkeypatch.undo()
+    fresh = zero_shot(pipeline, ds, ["a recording of {}"])
+    np.testing.assert_allclose(fresh.scores, second.scores, atol=1e-6)
+
+
+def test_cache_misses_when_the_file_or_the_model_changes(tmp_path, data, pipeline):
+    src = sorted((data / "esc10" / "audio").glob("*.flac"))[:2]
+    files = [Path(shutil.copy(s, tmp_path / s.name)) for s in src]
+    with EmbeddingCache(tmp_path / "cache", "model-a") as cache:
+        embed_files(pipeline, files, cache=cache)
+        assert cache.get(files[0]) is not None
+        shutil.copy(src[1], files[0])  # new content (size and mtime differ)
+        assert cache.get(files[0]) is None
+        again = embed_files(pipeline, files, cache=cache)
+        assert (again.cached, again.computed) == (1, 1)
+    with EmbeddingCache(tmp_path / "cache", "model-b") as other:
+        assert other.get(files[1]) is None
+
+
+def test_bad_and_missing_files_are_counted_and_excluded(tmp_path, data, pipeline, caplog):
+    with open(data / "esc10" / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:6]
+    (tmp_path / "broken.flac").write_bytes(b"fLaC" + bytes(100))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    lines = ["path,label"] + [f"{data / 'esc10' / r['path']},{r['label']}" for r in rows]
+    lines += ["broken.flac,dog", "empty.wav,rain", "nowhere.wav,dog"]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    ds = Manifest().load(tmp_path / "m.csv")
+    with caplog.at_level("WARNING"):
+        result = zero_shot(pipeline, ds)
+    assert result.num_items == 9 and result.num_evaluated == 6
+    assert (
+        result.excluded["count"] == 3
+        and result.excluded["missing"] == 1
+        and result.excluded["unreadable"] == 2
+    )
+    assert {f["path"] for f in result.excluded["files"]} == {
+        str(tmp_path / n) for n in ("broken.flac", "empty.wav", "nowhere.wav")
+    }
+    summary = [r for r in caplog.records if "excluded" in r.getMessage()]
+    assert len(summary) == 1 and "3 of 9" in summary[0].getMessage()  # reported once, with counts
