@@ -20,6 +20,9 @@ COMMAND_MODULES = (
     "openclap.commands.models",
     "openclap.commands.classify",
     "openclap.commands.embed",
+    "openclap.commands.index",
+    "openclap.commands.search",
+    "openclap.commands.serve",
     "openclap.commands.eval",
     "openclap.commands.demo",
 )

@@ -1,0 +1,411 @@
+"""Files -> embeddings throughput of openclap against msclap's own CLAPWrapper, same files, same weights.
+
+    python benchmarks/embed_throughput.py                    # 7 s 44.1 kHz clips + a mixed folder + prompts
+    python benchmarks/embed_throughput.py --profile          # also print torch.profiler / cProfile top entries
+    python benchmarks/embed_throughput.py --long-minutes 60  # also: a 1-hour file, peak RSS, planted-sound search
+
+Audio: real ESC-10 recordings (../shared/data) resampled to 44.1 kHz and cut to 7 s, and a mixed folder of
+real files at 8 and 16 kHz. Model: msclap-2023 with random weights. When the side venv of the weights
+issue exists (``.sidevenv`` with msclap), ``benchmarks/_msclap_side.py`` builds msclap's model with
+seeded random weights, saves them in msclap's checkpoint format and times
+``CLAPWrapper.get_audio_embeddings_per_batch`` / ``get_text_embeddings_per_batch``; openclap then loads
+that very checkpoint, so the cosine column compares the same model. Without the side venv (or without
+openclap's msclap converter) the msclap column says why it is missing and openclap uses its own seeded
+random weights. Peak memory is each process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+import openclap
+from openclap.bulk import EmbedOptions, embed_to_arrays
+from openclap.bulk.speed import quantize_int8
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SIDEVENV = REPO / ".sidevenv" / "bin" / "python"
+# ESC-50 class names (Piczak 2015), the prompts of the paper's zero-shot table.
+LABELS = [
+    "dog",
+    "rooster",
+    "pig",
+    "cow",
+    "frog",
+    "cat",
+    "hen",
+    "insects",
+    "sheep",
+    "crow",
+    "rain",
+    "sea_waves",
+    "crackling_fire",
+    "crickets",
+    "chirping_birds",
+    "water_drops",
+    "wind",
+    "pouring_water",
+    "toilet_flush",
+    "thunderstorm",
+    "crying_baby",
+    "sneezing",
+    "clapping",
+    "breathing",
+    "coughing",
+    "footsteps",
+    "laughing",
+    "brushing_teeth",
+    "snoring",
+    "drinking_sipping",
+    "door_wood_knock",
+    "mouse_click",
+    "keyboard_typing",
+    "door_wood_creaks",
+    "can_opening",
+    "washing_machine",
+    "vacuum_cleaner",
+    "clock_alarm",
+    "clock_tick",
+    "glass_breaking",
+    "helicopter",
+    "chainsaw",
+    "siren",
+    "car_horn",
+    "engine",
+    "train",
+    "church_bells",
+    "airplane",
+    "fireworks",
+    "hand_saw",
+]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_sets(folder: Path, clips: int, mixed: int) -> dict[str, list[str]]:
+    """7 s 44.1 kHz WAVs made from real ESC-10 audio, and a mixed folder of real files as they are."""
+    esc = sorted((DATA / "esc10" / "audio").glob("*.flac"))
+    seven = []
+    for i in range(clips):
+        a, ra = sf.read(esc[2 * i], dtype="float32")
+        b, _ = sf.read(esc[2 * i + 1], dtype="float32")
+        wave = soxr.resample(np.concatenate([a, b]), ra, 44100)[: 7 * 44100]
+        path = folder / f"clip{i:03d}.wav"
+        sf.write(path, wave, 44100, subtype="PCM_16")
+        seven.append(str(path))
+    fsdd = sorted((DATA / "fsdd" / "audio").rglob("*.flac"))
+    inst = sorted((DATA / "instruments" / "audio").rglob("*.flac"))
+    third = max(1, mixed // 3)
+    mixed_files = [str(p) for p in esc[-third:] + fsdd[:third] + inst[: mixed - 2 * third]]
+    return {"7s_44k": seven, "mixed": mixed_files}
+
+
+def timed(fn, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+def run_msclap(
+    work: Path, sets: dict[str, list[str]], prompts: list[str], repeats: int
+) -> tuple[dict | None, str]:
+    if not SIDEVENV.exists():
+        return (
+            None,
+            f"side venv {SIDEVENV.parent.parent} not found (scripts/parity/setup_sidevenv.sh builds it)",
+        )
+    check = subprocess.run(
+        [str(SIDEVENV), "-c", "import msclap"], capture_output=True, text=True, check=False
+    )
+    if check.returncode != 0:
+        return None, f"msclap does not import in the side venv: {check.stderr.strip().splitlines()[-1:]}"
+    (work / "files.json").write_text(json.dumps(sets))
+    (work / "texts.json").write_text(json.dumps(prompts))
+    tok = REPO / "src" / "openclap" / "assets" / "tokenizers" / "gpt2"
+    cmd = [
+        str(SIDEVENV),
+        str(REPO / "benchmarks" / "_msclap_side.py"),
+        "--out",
+        str(work),
+        "--tokenizer",
+        str(tok),
+        "--files-json",
+        str(work / "files.json"),
+        "--texts-json",
+        str(work / "texts.json"),
+        "--repeats",
+        str(repeats),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+    if proc.returncode != 0:
+        return None, "msclap side run failed: " + proc.stderr.strip()[-600:]
+    return json.loads((work / "msclap_result.json").read_text()), ""
+
+
+def profile_report(pipe, files: list[str]) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    wave = torch.from_numpy(np.stack([openclap.load_audio(f, pipe.sample_rate) for f in files[:8]]))
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        pipe.model.encode_audio(wave)
+    print("\ntorch.profiler, encode_audio of 8 clips (top 12 by self CPU time):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    prof_c = cProfile.Profile()
+    prof_c.enable()
+    embed_to_arrays(pipe, files, EmbedOptions(num_workers=0, batch_size=8))
+    prof_c.disable()
+    s = io.StringIO()
+    pstats.Stats(prof_c, stream=s).sort_stats("cumulative").print_stats(15)
+    print("cProfile, files -> embeddings in one process (top 15 cumulative):")
+    print("\n".join(s.getvalue().splitlines()[:40]))
+
+
+def long_file_run(work: Path, minutes: float) -> None:
+    """A long real-audio file with a dog planted into silence: bounded-memory embedding and search."""
+    rate = 16000
+    esc = sorted((DATA / "esc10" / "audio").glob("*.flac"))
+    ambience = [sf.read(p, dtype="float32")[0] for p in esc if "rain" in p.name or "sea_waves" in p.name]
+    dog_path = next(p for p in esc if p.name.endswith("-dog.flac"))
+    dog = sf.read(dog_path, dtype="float32")[0]
+    at = round(minutes * 60 * 0.61 / 2.5) * 2.5  # on the hop grid of the tiny model's 2.5 s hop
+    path = work / "long.flac"
+    total = int(minutes * 60 * rate)
+    with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as f:  # written block-wise, never whole
+        pos, i = 0, 0
+        while pos < total:
+            clip = 0.05 * ambience[i % len(ambience)]
+            block = np.concatenate([clip, np.zeros(rate, np.float32)])[: total - pos]
+            lo, hi = int((at - 10) * rate), int((at + 15) * rate)
+            s, e = pos, pos + len(block)
+            if e > lo and s < hi:  # silence around the planted sound, then the sound
+                block[max(lo, s) - s : min(hi, e) - s] = 0.0
+                d0, d1 = int(at * rate), int(at * rate) + len(dog)
+                if e > d0 and s < d1:
+                    block[max(d0, s) - s : min(d1, e) - s] = dog[max(d0, s) - d0 : min(d1, e) - d0]
+            f.write(block)
+            pos, i = e, i + 1
+    print(
+        f"\nlong file: {minutes:g} min at {rate} Hz ({path.stat().st_size / 1e6:.0f} MB FLAC), dog planted at {at} s"
+    )
+    out = work / "long_out"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openclap",
+            "embed",
+            str(path),
+            "--out",
+            str(out),
+            "--pool",
+            "none",
+            "--model",
+            "tiny",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    streamed_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if proc.returncode != 0:
+        print("  openclap embed failed:", proc.stderr[-800:])
+        return
+    code = (
+        f"import openclap, resource; p = openclap.load('tiny'); p.embed_audio([{str(path)!r}]);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    whole = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    whole_rss = float(whole.stdout.strip().splitlines()[-1]) if whole.returncode == 0 else float("nan")
+    from openclap.bulk import ChunkStore
+
+    table = ChunkStore(out).read_table()
+    pipe = openclap.load("tiny")
+    query = pipe.embed_audio([str(dog_path)])[0]
+    best = int(np.argmax(table.vectors @ query))
+    hit = table.rows[best]
+    print(
+        f"  openclap embed --pool none (block decoding): {len(table.rows)} windows in {wall:.1f} s, "
+        f"peak RSS of the embed processes {streamed_rss:.0f} MB"
+    )
+    print(
+        f"  whole-file pipeline.embed_audio (for comparison): peak RSS {whole_rss:.0f} MB "
+        f"(audio alone: {total * 4 / 1e6:.0f} MB as float32)"
+    )
+    print(
+        f"  audio search for the planted dog: best window {hit.start:.1f}-{hit.end:.1f} s "
+        f"(planted at {at:.1f} s) -> {'OK' if abs(hit.start - at) < 1e-6 else 'WRONG'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clips", type=int, default=16, help="7 s 44.1 kHz clips")
+    parser.add_argument("--mixed", type=int, default=16, help="files in the mixed folder")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="best of N timings")
+    parser.add_argument("--no-msclap", action="store_true", help="skip the msclap column")
+    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--long-minutes", type=float, default=0.0, help="also run the long-file check (e.g. 60)"
+    )
+    parser.add_argument("--only-long", action="store_true", help="run only the long-file check")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+    )
+    prompts = [f"this is the sound of {label.replace('_', ' ')}" for label in LABELS]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.only_long:
+            long_file_run(work, args.long_minutes or 60.0)
+            return
+        sets = make_sets(work, args.clips, args.mixed)
+        ms, why = (
+            (None, "skipped (--no-msclap)")
+            if args.no_msclap
+            else run_msclap(work, sets, prompts, args.repeats)
+        )
+        pth = work / "msclap_random_2023.pth"
+        same_weights = False
+        if ms is not None and pth.exists():
+            try:
+                pipe = openclap.load("msclap-2023", checkpoint=pth)
+                same_weights = True
+            except Exception as exc:  # noqa: BLE001 - the converter may not exist yet: time openclap anyway
+                why = f"openclap could not load msclap's checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+                pipe = openclap.load("msclap-2023", pretrained=False)
+        else:
+            pipe = openclap.load("msclap-2023", pretrained=False)
+        pipe.embed_audio(sets["7s_44k"][:2], batch_size=args.batch_size)  # warm-up
+        rows = []
+        fp32: dict[str, np.ndarray] = {}
+        for name, files in sets.items():
+            t_pipe, emb = timed(
+                lambda files=files: pipe.embed_audio(files, batch_size=args.batch_size), args.repeats
+            )
+            fp32[name] = emb
+            opts = EmbedOptions(num_workers=2, batch_size=args.batch_size)
+            t_bulk, _ = timed(lambda files=files, opts=opts: embed_to_arrays(pipe, files, opts), args.repeats)
+            ms_set = ms["sets"][name] if ms else None
+            cos = "n/a"
+            if ms_set and same_weights:
+                c = cosine_rows(emb, np.load(work / f"msclap_{name}.npy"))
+                cos = f"{c.min():.6f} (min)"
+            rows.append(
+                (
+                    f"audio {name} ({len(files)} files)",
+                    ms_set["clips_per_s"] if ms_set else None,
+                    len(files) / t_pipe,
+                    len(files) / t_bulk,
+                    cos,
+                )
+            )
+        t_text, temb = timed(lambda: pipe.embed_text(prompts), args.repeats)
+        cos = "n/a"
+        if ms and same_weights:
+            cos = f"{cosine_rows(temb, np.load(work / 'msclap_text.npy')).min():.6f} (min)"
+        rows.append(
+            (
+                f"text prompts ({len(prompts)})",
+                ms["text"]["texts_per_s"] if ms else None,
+                len(prompts) / t_text,
+                None,
+                cos,
+            )
+        )
+
+        # Padding to the longest prompt instead of 77 tokens: the pooled state must not change.
+        cfg77 = dataclasses.replace(pipe.config.text, padding="max_length")
+        from openclap.text.tokenizer import TextTokenizer
+
+        tok_longest = pipe.tokenizer
+        pipe.tokenizer = TextTokenizer(cfg77)
+        t77, temb77 = timed(lambda: pipe.embed_text(prompts), args.repeats)
+        pipe.tokenizer = tok_longest
+        pad_diff = float(np.abs(temb77 - temb).max())
+
+        int8_rows = []
+        if not args.no_int8:
+            fp_model = pipe.model
+            pipe.model = quantize_int8(fp_model)
+            for name, files in sets.items():
+                t8, e8 = timed(
+                    lambda files=files: pipe.embed_audio(files, batch_size=args.batch_size), args.repeats
+                )
+                int8_rows.append((f"audio {name}", len(files) / t8, cosine_rows(e8, fp32[name]).min()))
+            t8, e8 = timed(lambda: pipe.embed_text(prompts), args.repeats)
+            int8_rows.append(("text prompts", len(prompts) / t8, cosine_rows(e8, temb).min()))
+            pipe.model = fp_model
+
+        print()
+        print(
+            "| workload | msclap CLAPWrapper /s | openclap embed_audio/embed_text /s | openclap bulk (2 decode workers) /s | speed-up | cosine to msclap |"
+        )
+        print("|---|---|---|---|---|---|")
+        for label, m, o, b, c in rows:
+            fast = max(o, b or 0)
+            sp = f"{fast / m:.2f}x" if m else "n/a"
+            print(
+                f"| {label} | {f'{m:.2f}' if m else 'n/a'} | {o:.2f} | {f'{b:.2f}' if b else '-'} | {sp} | {c} |"
+            )
+        print(
+            f"\npeak RSS: openclap process {peak_rss_mb():.0f} MB"
+            + (f", msclap process {ms['peak_rss_mb']:.0f} MB" if ms else "")
+        )
+        if ms is None or not same_weights:
+            print(f"msclap column: {why}")
+        print(
+            f"text padded to the longest prompt vs to 77 tokens: {len(prompts) / t_text:.1f} vs {len(prompts) / t77:.1f} "
+            f"prompts/s, max |difference| of the embeddings {pad_diff:.2e}"
+        )
+        if int8_rows:
+            print("\n| dynamic int8 (CPU, Linear layers) | /s | min cosine to fp32 |")
+            print("|---|---|---|")
+            for label, speed, c in int8_rows:
+                print(f"| {label} | {speed:.2f} | {c:.5f} |")
+        if args.profile:
+            profile_report(pipe, sets["7s_44k"])
+        if args.long_minutes > 0:
+            long_file_run(work, args.long_minutes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""`openclap embed`: audio embeddings of files, folders or manifests; resumable, sharded, mergeable.
+
+openclap embed FILES_OR_DIR_OR_MANIFEST --out DIR        chunked output + manifest.json (resumable)
+openclap embed FILES --out small.npz                      one .npz file (small jobs, not resumable)
+openclap embed merge DIR1 DIR2 ... --out DIR              join the outputs of --shard runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, add_model_arguments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `openclap embed`."""
+    parser = subparsers.add_parser(
+        "embed",
+        help="audio embeddings of many files (resumable, sharded); `embed merge` joins shard outputs",
+        description=(
+            "Embed audio files, folders (recursive) or manifests (CSV/JSONL with a 'path' column, or .txt "
+            "with one path a line) into --out DIR: chunks/*.npy + chunks/*.csv, errors.csv, manifest.json. "
+            "Re-running skips files already embedded with the same model (same size and mtime). "
+            "--out FILE.npz writes one file instead. `openclap embed merge DIR... --out DIR` merges outputs."
+        ),
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="FILES_OR_DIR_OR_MANIFEST", help="audio files, folders, manifests"
+    )
+    parser.add_argument("--out", required=True, help="output directory, or a .npz file for a small job")
+    parser.add_argument(
+        "--pool",
+        choices=("mean", "max", "none"),
+        default="mean",
+        help="pool window embeddings per file (mean, max) or keep one row per window (none)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="audio windows per model call (default 16)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="decoding processes (default 2; 0 decodes inline)"
+    )
+    parser.add_argument(
+        "--chunk-files", type=int, default=256, help="files per committed chunk (default 256)"
+    )
+    parser.add_argument(
+        "--hop-seconds", type=float, default=None, help="window hop for long files (default: the model's)"
+    )
+    parser.add_argument(
+        "--block-seconds", type=float, default=60.0, help="decoding block for long files (default 60)"
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="i/n: embed only this shard of the files (default 0/1); auto: torchrun's $RANK/$WORLD_SIZE",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="CPU only: dynamic int8 quantization of the Linear layers (faster, cosine ~0.999 to fp32)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    add_model_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def model_reference(model: str) -> str:
+    """How a job records its model: a preset name, or a model directory as an absolute path."""
+    from pathlib import Path
+
+    return str(Path(model).resolve()) if Path(model).exists() else str(model)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bulk job (or a merge); exit 1 when some files failed."""
+    from openclap.bulk import (
+        EmbedOptions,
+        embed_to_arrays,
+        merge_outputs,
+        parse_shard,
+        run_embed_job,
+        save_npz,
+    )
+
+    if args.inputs[0] == "merge":
+        if len(args.inputs) < 2:
+            raise UsageError(
+                "embed merge needs the output directories to merge: openclap embed merge DIR... --out DIR"
+            )
+        manifest = merge_outputs(args.inputs[1:], args.out)
+        print(
+            f"merged {len(args.inputs) - 1} output(s): {manifest['files']} file(s), {manifest['rows']} row(s), "
+            f"{manifest['errors']} error(s) -> {args.out}"
+        )
+        return EXIT_OK
+    if args.batch_size < 1 or args.chunk_files < 1 or args.workers < 0:
+        raise UsageError("--batch-size and --chunk-files must be >= 1 and --workers >= 0")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    options = EmbedOptions(
+        pool=args.pool,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        chunk_files=args.chunk_files,
+        hop_seconds=args.hop_seconds,
+        block_seconds=args.block_seconds,
+        shard=parse_shard(args.shard),
+        progress=progress,
+    )
+    import openclap
+
+    pipeline = openclap.load(
+        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+    )
+    if args.int8:
+        if pipeline.device.type != "cpu":
+            raise UsageError("--int8 is a CPU path; drop it or use --device cpu")
+        from openclap.bulk.speed import quantize_int8
+
+        pipeline.model = quantize_int8(pipeline.model)
+    if args.out.endswith(".npz"):
+        vectors, rows = embed_to_arrays(pipeline, args.inputs, options)
+        if not rows:
+            raise UsageError(f"no audio files found in {args.inputs}")
+        save_npz(args.out, vectors, rows)
+        failed = [r for r in rows if r.status != "ok"]
+        for r in failed:
+            print(f"openclap embed: failed: {r.reason}", file=sys.stderr)
+        print(
+            f"embedded {len({r.path for r in rows}) - len(failed)} file(s) ({len(vectors)} row(s)), "
+            f"failed {len(failed)} -> {args.out}"
+        )
+        return EXIT_FAILED_INPUTS if failed else EXIT_OK
+    report = run_embed_job(
+        pipeline,
+        args.inputs,
+        args.out,
+        options,
+        model_name=model_reference(args.model),
+        checkpoint=model_reference(args.checkpoint) if args.checkpoint else None,
+    )
+    if report.total == 0:
+        raise UsageError(f"no audio files found in {args.inputs} (shard {args.shard})")
+    for path, reason in report.errors:
+        print(f"openclap embed: failed: {reason}", file=sys.stderr)
+    rate = report.embedded / report.seconds if report.seconds > 0 else 0.0
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "files": report.total,
+                "embedded": report.embedded,
+                "skipped": report.skipped,
+                "failed": report.failed,
+                "rows": report.rows,
+                "seconds": round(report.seconds, 2),
+                "files_per_second": round(rate, 2),
+            }
+        )
+    )
+    return EXIT_FAILED_INPUTS if report.failed else EXIT_OK

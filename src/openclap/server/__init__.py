@@ -1,0 +1,6 @@
+"""HTTP service (FastAPI + uvicorn): embeddings, classification, search, a minimal web page."""
+
+from openclap.server.app import ServerSettings, create_app
+from openclap.server.batching import Batcher
+
+__all__ = ["Batcher", "ServerSettings", "create_app"]

@@ -1,0 +1,282 @@
+"""HTTP service against a real uvicorn server on 127.0.0.1 (random free port, stopped at the end)."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import openclap
+from openclap.bulk import EmbedOptions
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("multipart")
+
+from openclap.index import build_index_from_files
+from openclap.server import Batcher, ServerSettings, create_app
+
+TOKEN = "s3cret-token"
+
+
+class LiveServer:
+    """uvicorn serving ``app`` in a thread; ``url`` is its base URL."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return openclap.load("tiny")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("corpus")
+    lib = root / "lib"
+    lib.mkdir()
+    files = sorted((shared_data / "esc10" / "audio").glob("*.flac"))[:10]
+    for p in files:
+        (lib / p.name).write_bytes(p.read_bytes())
+    secret = root / "secret.flac"  # outside the indexed root
+    secret.write_bytes(files[0].read_bytes())
+    (lib / "link.flac").symlink_to(secret)  # inside the root, pointing outside: must not be served
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(pipe, corpus):
+    index, _ = build_index_from_files(pipe, [corpus / "lib"], corpus / "index", EmbedOptions(num_workers=0))
+    index.remove_paths([str((corpus / "lib" / "link.flac").resolve())])
+    settings = ServerSettings(token=TOKEN, max_upload_bytes=400_000, max_duration=30.0, max_wait=0.05)
+    live = LiveServer(create_app(pipe, index, settings))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
+        yield c
+
+
+def _flac_bytes(wave: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="FLAC")
+    return buf.getvalue()
+
+
+def test_health_page_and_no_cors(server):
+    r = httpx.get(server.url + "/health", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 200 and r.json()["embed_dim"] == 64 and r.json()["index_rows"] == 10
+    assert "access-control-allow-origin" not in r.headers
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "<form" in page.text and "/search?q=" in page.text
+
+
+def test_token_required(server):
+    assert httpx.get(server.url + "/search", params={"q": "dog"}).status_code == 401
+    bad = httpx.get(server.url + "/search", params={"q": "dog"}, headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401 and "token" in bad.json()["detail"]
+    r = httpx.post(server.url + "/embed/text", json={"texts": ["x"]}, headers={"Authorization": "Basic abc"})
+    assert r.status_code == 401
+
+
+def test_embed_text_concurrent_requests_are_batched_and_correct(client, pipe):
+    texts = [f"a recording of sound number {i}" for i in range(24)]
+    before = client.get("/health").json()
+
+    def one(t: str) -> list[float]:
+        r = client.post("/embed/text", json={"texts": [t]})
+        assert r.status_code == 200, r.text
+        return r.json()["embeddings"][0]
+
+    with ThreadPoolExecutor(12) as pool:
+        got = np.array(list(pool.map(one, texts)), dtype=np.float32)
+    assert np.allclose(got, pipe.embed_text(texts), atol=1e-5)
+    after = client.get("/health").json()
+    requests = after["text_requests"] - before["text_requests"]
+    batches = after["text_batches"] - before["text_batches"]
+    assert requests == 24 and batches < requests  # concurrent requests shared model calls
+    assert client.post("/embed/text", json={"texts": []}).status_code == 422
+    assert client.post("/embed/text", json={"texts": ["ok", ""]}).status_code == 422
+
+
+def test_embed_audio_and_classify(client, pipe, corpus):
+    path = min((corpus / "lib").glob("*.flac"))
+    data = path.read_bytes()
+
+    def one(_: int) -> list[float]:
+        r = client.post("/embed/audio", files={"file": (path.name, data)})
+        assert r.status_code == 200, r.text
+        return r.json()["embedding"]
+
+    with ThreadPoolExecutor(6) as pool:
+        got = np.array(list(pool.map(one, range(6))), dtype=np.float32)
+    assert np.allclose(got, pipe.embed_audio([path])[0][None], atol=1e-5)
+
+    r = client.post(
+        "/classify", files={"file": (path.name, data)}, data={"labels": ["dog", "rain", "sea waves"]}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ref = pipe.classify([path], ["dog", "rain", "sea waves"])[0]
+    assert body["labels"] == ref.labels and np.allclose(body["scores"], ref.scores, atol=1e-5)
+    r = client.post(
+        "/classify", files={"file": (path.name, data)}, data={"labels": "dog,rain", "template": "no slot"}
+    )
+    assert r.status_code == 422 and "template" in r.json()["detail"]
+
+
+def test_upload_limits_and_corrupt_audio(client, server, shared_data):
+    big = os.urandom(500_000)
+    r = client.post("/embed/audio", files={"file": ("big.wav", big)})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    long = _flac_bytes(np.zeros(16000 * 40, np.float32) + 0.01, 16000)  # 40 s of a tiny DC: small, too long
+    r = client.post("/embed/audio", files={"file": ("long.flac", long)})
+    assert r.status_code == 413 and "40.0 s" in r.json()["detail"]
+    r = client.post("/embed/audio", files={"file": ("broken.wav", b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert "broken.wav" in detail and "openclap-upload" not in detail  # the reason names the upload
+    r = client.post(
+        "/embed/audio", files={"file": ("silent.flac", _flac_bytes(np.zeros(8000, np.float32), 8000))}
+    )
+    assert r.status_code == 422 and "silent" in r.json()["detail"]
+
+
+def test_search_and_audio_serving_refuses_traversal(client, corpus):
+    r = client.get("/search", params={"q": "a dog barking", "k": 3})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3 and all(Path(h["path"]).parent == (corpus / "lib").resolve() for h in results)
+    audio = client.get(results[0]["audio_url"].split("#")[0])
+    assert audio.status_code == 200 and audio.content == Path(results[0]["path"]).read_bytes()
+
+    lib = (corpus / "lib").resolve()
+    for bad in [
+        "/etc/passwd",
+        f"{lib}/../secret.flac",
+        str(corpus / "secret.flac"),
+        str(lib / "link.flac"),
+        "../../../../etc/passwd",
+        str(lib),
+    ]:
+        r = client.get("/audio", params={"path": bad})
+        assert r.status_code == 403, bad
+    r = client.get(
+        "/audio", params={"path": results[0]["path"], "token": TOKEN}, headers={"Authorization": ""}
+    )
+    assert r.status_code == 200
+    assert client.get("/search", params={"q": "dog", "k": 0}).status_code == 422
+
+    clip = corpus / "lib" / Path(results[1]["path"]).name
+    r = client.post("/search/audio", files={"file": (clip.name, clip.read_bytes())}, params={"k": 2})
+    assert r.status_code == 200 and r.json()["results"][0]["path"] == str(clip.resolve())
+
+
+def test_cors_when_enabled(pipe):
+    live = LiveServer(create_app(pipe, None, ServerSettings(cors_origins=["http://app.example"])))
+    try:
+        r = httpx.get(live.url + "/health", headers={"Origin": "http://app.example"})
+        assert r.headers.get("access-control-allow-origin") == "http://app.example"
+        assert httpx.get(live.url + "/search", params={"q": "x"}).status_code == 404  # no index
+    finally:
+        live.stop()
+
+
+def test_batcher_batches_and_propagates_errors():
+    calls = []
+
+    def fn(items):
+        calls.append(len(items))
+        if "boom" in items:
+            raise RuntimeError("boom")
+        return [x * 2 for x in items]
+
+    b = Batcher(fn, max_items=8, max_wait=0.2)
+    futures = [b.submit(i) for i in range(5)]
+    assert [f.result(timeout=10) for f in futures] == [0, 2, 4, 6, 8]
+    assert calls[0] == 5
+    bad = b.submit("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        bad.result(timeout=10)
+    b.close()
+
+
+def test_serve_command_in_subprocess(tmp_path):
+    """`openclap serve` itself: token from the environment, /health and an authenticated request."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import sys; from openclap import cli; "
+        "cli.COMMAND_MODULES = tuple(dict.fromkeys(cli.COMMAND_MODULES + ('openclap.commands.serve',))); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "OPENCLAP_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--model", "tiny", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "openclap serve did not come up"
+            time.sleep(0.2)
+        assert httpx.post(url + "/embed/text", json={"texts": ["rain"]}).status_code == 401
+        r = httpx.post(
+            url + "/embed/text", json={"texts": ["rain"]}, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert r.status_code == 200 and r.json()["dim"] == 64
+        assert (
+            httpx.get(
+                url + "/search", params={"q": "rain"}, headers={"Authorization": f"Bearer {TOKEN}"}
+            ).status_code
+            == 404
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
