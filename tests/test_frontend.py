@@ -117,3 +117,30 @@ def test_bad_input():
         frontend(torch.randn(1, 100))
     with pytest.raises(ValueError, match="compute_dtype"):
         LogMelFrontend(compute_dtype=torch.float16)
+
+
+def test_chunked_batch_equals_whole_batch(monkeypatch):
+    """The CPU path runs a few clips per call; the output equals one call over the whole batch."""
+    g = torch.Generator().manual_seed(0)
+    wave = torch.randn(5, 3 * SR, generator=g) * 0.1
+    for dtype in (torch.float64, torch.float32):
+        frontend = LogMelFrontend(MSCLAP, compute_dtype=dtype)
+        monkeypatch.setattr(LogMelFrontend, "cpu_chunk_samples", 2 * 3 * SR)  # 2 clips per call
+        chunked = frontend(wave)
+        monkeypatch.setattr(LogMelFrontend, "cpu_chunk_samples", 1 << 40)  # one call
+        whole = frontend(wave)
+        assert chunked.shape == (5, 1 + 3 * SR // 320, 64)
+        assert torch.equal(chunked, whole)
+
+
+def test_power_is_re2_plus_im2_bit_for_bit():
+    """The front end's power spectrum (real^2 + imag^2) equals view_as_real(...).square().sum(-1) exactly."""
+    g = torch.Generator().manual_seed(1)
+    spec = torch.stft(
+        torch.randn(2, SR, generator=g, dtype=torch.float64),
+        1024,
+        320,
+        return_complex=True,
+        window=torch.hann_window(1024, dtype=torch.float64),
+    )
+    assert torch.equal(spec.real.square() + spec.imag.square(), torch.view_as_real(spec).square().sum(-1))

@@ -23,7 +23,9 @@ COMMAND_MODULES = (
     "openclap.commands.index",
     "openclap.commands.search",
     "openclap.commands.serve",
+    "openclap.commands.convert",
     "openclap.commands.eval",
+    "openclap.commands.pretrain_audio",
     "openclap.commands.demo",
 )
 

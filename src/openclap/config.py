@@ -17,7 +17,7 @@ from typing import Any, Literal
 AudioEncoderName = Literal["htsat", "cnn14"]
 TextEncoderName = Literal["gpt2", "bert", "roberta"]
 PoolingName = Literal["last", "count_nonpad", "cls", "mean", "pooler"]
-PadModeName = Literal["repeat", "zero"]
+PadModeName = Literal["repeat", "zero", "repeatpad"]
 
 
 class ConfigError(ValueError):
@@ -100,8 +100,17 @@ class FrontendConfig(_DictMixin):
     pad_mode: str = "reflect"
     amin: float = 1e-10
     top_db: float | None = None
+    # Mel filterbank: "slaney" scale (librosa's default: torchlibrosa, msclap, LAION without fusion) or
+    # "htk" (torchaudio's default: LAION / transformers fusion models); mel_norm "slaney" scales each
+    # triangle to unit area, None leaves peaks at 1 (torchaudio's norm=None).
+    mel_scale: str = "slaney"
+    mel_norm: str | None = "slaney"
 
     def __post_init__(self) -> None:
+        if self.mel_scale not in ("slaney", "htk"):
+            raise ConfigError(f"mel_scale must be 'slaney' or 'htk', got {self.mel_scale!r}")
+        if self.mel_norm not in ("slaney", None):
+            raise ConfigError(f"mel_norm must be 'slaney' or null, got {self.mel_norm!r}")
         if self.sample_rate <= 0:
             raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
         if self.win_length > self.n_fft:
@@ -182,8 +191,8 @@ class AudioConfig(_DictMixin):
             object.__setattr__(self, "cnn14", CNN14Config())
         if self.duration <= 0:
             raise ConfigError(f"duration must be positive, got {self.duration}")
-        if self.pad_mode not in ("repeat", "zero"):
-            raise ConfigError(f"pad_mode must be 'repeat' or 'zero', got {self.pad_mode!r}")
+        if self.pad_mode not in ("repeat", "zero", "repeatpad"):
+            raise ConfigError(f"pad_mode must be 'repeat', 'zero' or 'repeatpad', got {self.pad_mode!r}")
         if self.window_hop is not None and not 0 < self.window_hop <= self.duration:
             raise ConfigError(f"window_hop must be in (0, duration={self.duration}], got {self.window_hop}")
 

@@ -29,9 +29,10 @@ cells. Measured on all 318 ESC-10 clips resampled to 44.1 kHz, against a float64
 A float32 DFT-matmul in the style of torchlibrosa's conv STFT measured 8e-4 dB (> -40 dB) and 2.8e-2 dB
 (> -100 dB) on a subset: torchlibrosa itself is only that close to the exact values. So the front end
 computes STFT, power, filterbank and log in float64 by default (``compute_dtype``), matching the exact
-math to < 1e-5 dB everywhere; that costs ~3x a float32 STFT on CPU (measured 0.072 s vs 0.024 s per 7 s clip, batch of
-32, 16-core CPU), a negligible share of the encoder on GPU. Pass ``compute_dtype=torch.float32``
-for speed. MPS has no float64 and uses float32. Output is always float32. Autocast is disabled inside
+math to < 1e-5 dB everywhere; that costs ~2.3x a float32 STFT on CPU (measured 9.9 ms vs 4.3 ms per 7 s
+clip, batch of 8, one thread; HTSAT-tiny takes ~180 ms per clip there, so the float64 front end is ~5 % of
+the audio tower; ``benchmarks/htsat_speed.py``), a negligible share of the encoder on GPU. Pass
+``compute_dtype=torch.float32`` for speed. MPS has no float64 and uses float32. Output is always float32. Autocast is disabled inside
 ``forward`` (a float16 filterbank matmul would cost ~1e-2 dB).
 
 ``top_db``: torchlibrosa clamps relative to the maximum of the whole batch tensor, which makes a clip's
@@ -73,26 +74,50 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= _MIN_LOG_MEL, log, linear)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
-    """Slaney mel filterbank, ``(n_fft // 2 + 1, n_mels)`` float64.
+def _hz_to_mel_htk(hz: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
 
-    Triangles with corners at ``n_mels + 2`` points equally spaced on the Slaney mel scale between
-    ``f_min`` and ``f_max``, each scaled by ``2 / (f_right - f_left)`` so it has unit area in Hz
-    (Slaney normalisation). Same values as ``librosa.filters.mel(sr, n_fft=..., htk=False,
-    norm="slaney").T`` (which stores them as float32).
+
+def _mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float,
+    f_max: float,
+    *,
+    mel_scale: str = "slaney",
+    norm: str | None = "slaney",
+) -> np.ndarray:
+    """Mel filterbank, ``(n_fft // 2 + 1, n_mels)`` float64.
+
+    Triangles with corners at ``n_mels + 2`` points equally spaced on the mel scale between ``f_min`` and
+    ``f_max``; with ``norm="slaney"`` each is scaled by ``2 / (f_right - f_left)`` so it has unit area in Hz.
+    Defaults (Slaney scale and norm) give ``librosa.filters.mel(sr, n_fft=..., htk=False,
+    norm="slaney").T`` (which stores them as float32); ``mel_scale="htk", norm=None`` gives torchaudio's
+    ``melscale_fbanks(..., norm=None, mel_scale="htk")`` (LAION's fusion front end).
     """
     if n_mels <= 0 or n_fft <= 0 or sample_rate <= 0:
         raise ValueError(f"need positive sample_rate, n_fft, n_mels; got {sample_rate}, {n_fft}, {n_mels}")
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= {sample_rate / 2}, got f_min={f_min}, f_max={f_max}")
+    if mel_scale not in ("slaney", "htk") or norm not in ("slaney", None):
+        raise ValueError(
+            f"mel_scale must be 'slaney' or 'htk' and norm 'slaney' or None, got {mel_scale!r}, {norm!r}"
+        )
+    to_mel, to_hz = (_hz_to_mel, _mel_to_hz) if mel_scale == "slaney" else (_hz_to_mel_htk, _mel_to_hz_htk)
     bin_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)  # (F,)
-    corners = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))  # (M + 2,)
+    corners = to_hz(np.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2))  # (M + 2,)
     widths = np.diff(corners)  # (M + 1,)
     offsets = corners[:, None] - bin_hz[None, :]  # (M + 2, F)
     rising = -offsets[:-2] / widths[:-1, None]  # (M, F)
     falling = offsets[2:] / widths[1:, None]  # (M, F)
     weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= (2.0 / (corners[2:] - corners[:-2]))[:, None]
+    if norm == "slaney":
+        weights *= (2.0 / (corners[2:] - corners[:-2]))[:, None]
     return weights.T  # (F, M)
 
 
@@ -127,6 +152,7 @@ class LogMelFrontend(nn.Module):
 
     window: torch.Tensor
     mel_fb: torch.Tensor
+    cpu_chunk_samples = 1 << 19  # CPU: clips per call chosen so that a call holds at most ~this many samples
 
     def __init__(
         self, cfg: FrontendConfig | None = None, *, compute_dtype: torch.dtype = torch.float64
@@ -152,7 +178,15 @@ class LogMelFrontend(nn.Module):
         if dtype == torch.float64 and device.type == "mps":  # MPS has no float64
             dtype = torch.float32
         design_rate = cfg.filterbank_sample_rate or cfg.sample_rate
-        fb = mel_filterbank(design_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max)
+        fb = mel_filterbank(
+            design_rate,
+            cfg.n_fft,
+            cfg.n_mels,
+            cfg.f_min,
+            cfg.f_max,
+            mel_scale=cfg.mel_scale,
+            norm=cfg.mel_norm,
+        )
         self.window = torch.from_numpy(hann_window(cfg.win_length, cfg.n_fft)).to(device, dtype)
         self.mel_fb = torch.from_numpy(fb).to(device, dtype)
 
@@ -188,12 +222,22 @@ class LogMelFrontend(nn.Module):
                 f"wave has {samples} samples; need at least {min_len} for n_fft={cfg.n_fft} "
                 f"(center={cfg.center}); pad short clips first (see openclap.audio.windows.fit_to_length)"
             )
-        dtype = self.window.dtype
         if self.window.device != wave.device:
             raise ValueError(
                 f"wave is on {wave.device} but the front end is on {self.window.device}; "
                 "move one of them (frontend.to(device))"
             )
+        # On the CPU, a few clips at a time: a batch's float64 spectrogram is tens of MB, which the allocator
+        # maps and faults in afresh on each call (measured 27.8 -> 9.9 ms per 7 s clip at batch 8, one
+        # thread). Every clip is computed alone either way (top_db is per example), so the output is the same.
+        step = max(1, self.cpu_chunk_samples // samples)
+        if wave.device.type == "cpu" and wave.shape[0] > step:
+            return torch.cat([self._logmel(wave[i : i + step]) for i in range(0, wave.shape[0], step)])
+        return self._logmel(wave)
+
+    def _logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        dtype = self.window.dtype
         # Autocast off: a float16 matmul or log would cost ~1e-2 dB; float64 inputs are never autocast.
         with torch.autocast(device_type=wave.device.type, enabled=False):
             x = wave.to(dtype)
@@ -209,8 +253,9 @@ class LogMelFrontend(nn.Module):
                 onesided=True,
                 return_complex=True,
             )  # (B, F, T) complex
-            ri = torch.view_as_real(spec)  # (B, F, T, 2)
-            power = ri.square().sum(-1)  # (B, F, T): re^2 + im^2, as torchlibrosa
+            # (B, F, T): re^2 + im^2, as torchlibrosa; the same sum as view_as_real(spec).square().sum(-1)
+            # bit for bit, without a reduction over a length-2 axis (which took most of the front end's time)
+            power = spec.real.square() + spec.imag.square()
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # (B, T, M)
             db = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))  # ref = 1.0 -> no offset
             if cfg.top_db is not None:

@@ -19,7 +19,8 @@ that length in one of two ways:
   ``torch.Generator`` so runs are reproducible.
 
 Padding (``pad_mode``): ``"repeat"`` tiles the clip and cuts the tiling to ``N`` (msclap's rule for
-short clips), ``"zero"`` appends zeros.
+short clips), ``"zero"`` appends zeros, ``"repeatpad"`` repeats the whole clip ``floor(N / L)`` times and
+appends zeros (LAION-CLAP's and transformers' ClapFeatureExtractor's rule).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 
 __all__ = ["WindowSpan", "fit_to_length", "random_crop", "split_windows"]
 
-PadMode = Literal["repeat", "zero"]
+PadMode = Literal["repeat", "zero", "repeatpad"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,15 @@ def _check_wave(wave: torch.Tensor, num_samples: int) -> None:
 
 
 def _check_pad_mode(pad_mode: str) -> None:
-    if pad_mode not in ("repeat", "zero"):
-        raise ValueError(f"pad_mode must be 'repeat' or 'zero', got {pad_mode!r}")
+    if pad_mode not in ("repeat", "zero", "repeatpad"):
+        raise ValueError(f"pad_mode must be 'repeat', 'zero' or 'repeatpad', got {pad_mode!r}")
 
 
 def fit_to_length(wave: torch.Tensor, num_samples: int, pad_mode: PadMode = "repeat") -> torch.Tensor:
     """Pad or cut ``wave`` (samples,) to exactly ``num_samples`` samples.
 
-    Shorter clips are tiled and cut (``"repeat"``, as msclap does) or zero-padded at the end
-    (``"zero"``); longer clips keep their first ``num_samples`` samples. Returns ``(num_samples,)``.
+    Shorter clips are tiled and cut (``"repeat"``, as msclap does), zero-padded at the end (``"zero"``)
+    or repeated whole and then zero-padded (``"repeatpad"``, as LAION-CLAP does); longer clips keep their first ``num_samples`` samples. Returns ``(num_samples,)``.
     """
     _check_wave(wave, num_samples)
     _check_pad_mode(pad_mode)
@@ -75,6 +76,9 @@ def fit_to_length(wave: torch.Tensor, num_samples: int, pad_mode: PadMode = "rep
         return wave[:num_samples]
     if pad_mode == "zero":
         return F.pad(wave, (0, num_samples - length))
+    if pad_mode == "repeatpad":  # LAION-CLAP (training/data.py get_audio_features, data_filling="repeatpad")
+        tiled = wave.repeat(num_samples // length)
+        return F.pad(tiled, (0, num_samples - tiled.shape[0]))
     repeats = -(-num_samples // length)  # ceil
     return wave.repeat(repeats)[:num_samples]
 
@@ -92,7 +96,7 @@ def split_windows(
         wave: ``(L,)`` mono waveform.
         num_samples: window length ``N``.
         hop_samples: distance between window starts, ``1 <= hop <= N``.
-        pad_mode: how a clip shorter than ``N`` is filled: ``"repeat"`` or ``"zero"``.
+        pad_mode: how a clip shorter than ``N`` is filled: ``"repeat"``, ``"zero"`` or ``"repeatpad"``.
         sample_rate: rate of ``wave`` in Hz, only used for the spans.
 
     Returns:
