@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "openclap.commands.serve",
     "openclap.commands.convert",
     "openclap.commands.eval",
+    "openclap.commands.train",
+    "openclap.commands.tokenizer",
     "openclap.commands.pretrain_audio",
     "openclap.commands.demo",
 )

@@ -1,0 +1,45 @@
+"""`openclap train CONFIG --run-dir DIR`: contrastive (pre)training and fine-tuning (the openclap_train package)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_MISSING = (
+    "training needs the openclap_train package and its extras (pyyaml, webdataset; tensorboard and matplotlib "
+    "optional): install them with `pip install 'openclap[train]'`"
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `openclap train` (its arguments mirror `python -m openclap_train`)."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a CLAP model from a YAML recipe (also under torchrun)",
+        description="Train a CLAP model. Multi-process: torchrun --nproc_per_node N -m openclap_train CONFIG ...",
+    )
+    parser.add_argument("config", help="training recipe (YAML), e.g. configs/small-shared-data.yaml")
+    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
+    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint in --run-dir) or a checkpoint path")
+    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
+    parser.add_argument("--seed", type=int, default=None, help="override seed")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as the recipe says; exit code 2 for a bad recipe or missing training extras."""
+    import importlib
+
+    try:
+        trainer = importlib.import_module("openclap_train.train")
+    except ImportError as exc:
+        print(f"openclap train: error: {_MISSING} ({exc})", file=sys.stderr)
+        return 2
+    trainer.setup_trainer_logging()
+    try:
+        return trainer.run_from_args(args)
+    except trainer.TrainConfigError as exc:
+        print(f"openclap train: error: {exc}", file=sys.stderr)
+        return 2

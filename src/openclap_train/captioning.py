@@ -1,0 +1,631 @@
+"""Train a captioning model (CLAP audio embedding -> mapper -> GPT-2 decoder) by teacher forcing.
+
+    python -m openclap_train.captioning configs/caption-small-shared-data.yaml --run-dir runs/caption-small
+    python -m openclap_train.captioning CONFIG --run-dir DIR --resume latest      # after an interruption
+
+What is trained (``train``):
+
+* ``prefix``: the mapping network only (audio tower and decoder frozen; msclap's clapcap recipe,
+  ``freeze_gpt_weights: True``);
+* ``decoder``: mapping network + decoder (audio tower frozen);
+* ``full``: everything, the audio tower included (random crops of the waveforms every step).
+
+With a frozen audio tower the CLAP audio embeddings of the training clips are computed once, with the
+same deterministic windows as inference, and cached in the run directory (``embeddings/``).
+
+The caption model is built from ``clap`` (a CLAP model directory, or a CLAP training run directory whose
+``final/`` or latest checkpoint is used): its audio tower and, with ``decoder_init: clap_text``, its text
+tower's GPT-2 weights as the decoder's starting point (same tokenizer, same sizes). ``init`` starts from a
+caption model instead (a caption model directory or preset, with ``init_checkpoint``, e.g. msclap's
+``clapcap_weights_2023.pth``).
+
+The run directory gets ``config.yaml``, ``metrics.jsonl``, ``checkpoints/`` (atomic, ``--resume latest``,
+the trainer's own checkpoint files) and ``final/`` (``openclap.caption.load_captioner(final)``); with
+``test_manifest`` also ``eval.json``: BLEU/ROUGE-L/CIDEr-D of the generated captions on the test clips and
+of the nearest-caption baseline (the training caption of the nearest training clip in CLAP space).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from openclap.caption.config import CaptionConfig, MapperConfig
+from openclap.caption.evaluate import nearest_caption_baseline, report_from_captions
+from openclap.caption.factory import create_caption_model, load_caption_model, resolve_caption_config
+from openclap.caption.pipeline import CaptionPipeline, CaptionTokenizer
+from openclap.config import ClapConfig, TextConfig
+from openclap.factory import TOKENIZER_DIR, create_model, is_model_dir, load_model
+from openclap.model import ClapModel
+from openclap.pipeline import ClapPipeline
+from openclap_train import checkpoint as ckpt
+from openclap_train.config import ManifestSpec, TrainConfigError, build
+from openclap_train.data import ManifestDataset, read_manifest, sample_seed
+
+logger = logging.getLogger("openclap_train.captioning")
+
+TRAIN_MODES = ("prefix", "decoder", "full")
+
+
+@dataclass
+class CaptionTrainConfig:
+    """A captioning run; ``config.yaml`` in the run directory is this, resolved."""
+
+    task: str = "captioning"
+    clap: str | None = None  # CLAP model directory / run directory / preset (audio tower, tokenizer)
+    clap_checkpoint: str | None = None  # weights for a CLAP preset
+    init: str | None = None  # caption model directory or preset to start from instead of `clap`
+    init_checkpoint: str | None = None  # weights for a caption preset (e.g. clapcap_weights_2023.pth)
+    tokenizer: str | None = None  # tokenizer directory (default: the CLAP model's / caption model's)
+    mapper: dict[str, Any] = field(
+        default_factory=lambda: {"prefix_length": 8, "clip_length": 8, "num_layers": 2, "num_heads": 4}
+    )
+    decoder: dict[str, Any] = field(
+        default_factory=dict
+    )  # GPT2Config kwargs (default: the CLAP text tower's)
+    decoder_init: str = "clap_text"  # "clap_text" (copy the CLAP text tower's GPT-2) or "random"
+    max_length: int = 32  # caption tokens, suffix included
+    train: str = "decoder"  # prefix | decoder | full
+    train_manifest: list[ManifestSpec] = field(default_factory=list)
+    val_manifest: list[ManifestSpec] = field(default_factory=list)
+    test_manifest: list[ManifestSpec] = field(default_factory=list)
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_steps: int = 1000
+    grad_clip: float = 1.0
+    embed_noise: float = 0.0  # std of Gaussian noise added to the (normalised) audio embeddings
+    # frozen audio tower: also embed this many random crops of every training clip (seeded) and draw each
+    # step's embedding among them and the deterministic one (augmentation at the cost of more embedding)
+    train_crops: int = 0
+    # frozen audio tower: with probability neighbour_prob, a step's target caption is that of one of the
+    # clip's `neighbour_captions` nearest training clips in CLAP space (the clip itself included), so the
+    # decoder learns the captions of a neighbourhood, not of one clip (0: off)
+    neighbour_captions: int = 0
+    neighbour_prob: float = 0.5
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 250
+    save_every: int = 250
+    keep_checkpoints: int = 2
+    beam_size: int = 3  # decoding for the final test evaluation
+    threads: int | None = None  # torch intra-op threads (None: torch's default); 1 on a shared CPU
+
+    def __post_init__(self) -> None:
+        if self.task != "captioning":
+            raise TrainConfigError(f"task must be 'captioning' for this trainer, got {self.task!r}")
+        if self.train not in TRAIN_MODES:
+            raise TrainConfigError(f"train must be one of {TRAIN_MODES}, got {self.train!r}")
+        if self.decoder_init not in ("clap_text", "random"):
+            raise TrainConfigError(f"decoder_init must be 'clap_text' or 'random', got {self.decoder_init!r}")
+        if (self.clap is None) == (self.init is None):
+            raise TrainConfigError(
+                "give exactly one of `clap` (a CLAP model to build on) or `init` (a caption model)"
+            )
+        if self.train_crops < 0 or self.neighbour_captions < 0 or not 0 <= self.neighbour_prob <= 1:
+            raise TrainConfigError(
+                f"need train_crops >= 0, neighbour_captions >= 0, 0 <= neighbour_prob <= 1; got "
+                f"{self.train_crops}, {self.neighbour_captions}, {self.neighbour_prob}"
+            )
+        if self.batch_size < 1 or self.max_steps < 1:
+            raise TrainConfigError(
+                f"batch_size and max_steps must be >= 1, got {self.batch_size}, {self.max_steps}"
+            )
+
+
+def load_caption_train_config(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> CaptionTrainConfig:
+    """Read a YAML recipe (+ plain overrides) into a ``CaptionTrainConfig``; unknown keys fail."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"captioning config {p} not found; see configs/caption-small-shared-data.yaml"
+        )
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build(CaptionTrainConfig, data, where=str(p))
+
+
+# ------------------------------------------------------------------------------------ model setup
+def _load_clap(cfg: CaptionTrainConfig) -> tuple[ClapModel, Path | None]:
+    """The CLAP model (eval mode) and its tokenizer directory, from a model dir, a run dir or a preset."""
+    source = Path(str(cfg.clap))
+    if source.is_dir() and not is_model_dir(source) and (source / "model_config.json").is_file():
+        if is_model_dir(source / "final"):
+            source = source / "final"
+        else:  # a CLAP training run without final/: its latest checkpoint
+            latest = ckpt.latest_checkpoint(source / "checkpoints")
+            if latest is None:
+                raise FileNotFoundError(f"CLAP run {source} has neither final/ nor checkpoints/")
+            config = ClapConfig.from_dict(json.loads((source / "model_config.json").read_text()))
+            model = create_model(config)
+            model.load_state_dict(ckpt.load_checkpoint_file(latest)["model"], strict=True)
+            logger.info("CLAP audio tower from %s", latest)
+            tok = source / TOKENIZER_DIR
+            return model.eval(), tok if tok.is_dir() else None
+    model = load_model(
+        str(source) if source.exists() else str(cfg.clap), checkpoint=cfg.clap_checkpoint, download=False
+    )
+    tok = source / TOKENIZER_DIR
+    return model, tok if tok.is_dir() else None
+
+
+def build_caption_model(cfg: CaptionTrainConfig) -> tuple[Any, CaptionTokenizer]:
+    """The caption model to train and its tokenizer (from ``clap`` or from ``init``)."""
+    if cfg.init is not None:
+        ccfg = resolve_caption_config(cfg.init)
+        model = load_caption_model(cfg.init, checkpoint=cfg.init_checkpoint)
+        tok_dir = cfg.tokenizer or (
+            Path(cfg.init) / TOKENIZER_DIR if (Path(cfg.init) / TOKENIZER_DIR).is_dir() else None
+        )
+        return model, CaptionTokenizer(ccfg.text, tok_dir)
+    clap, clap_tok = _load_clap(cfg)
+    tok_dir = cfg.tokenizer or clap_tok
+    ct = clap.config.text
+    text = TextConfig(
+        encoder="gpt2",
+        transformer={},  # filled below once the vocabulary size is known
+        max_length=cfg.max_length,
+        tokenizer=ct.tokenizer,
+        text_suffix=ct.text_suffix or " <|endoftext|>",
+        pad_token=ct.pad_token,
+        padding="longest",
+        truncation="keep_suffix",
+    )
+    tokenizer = CaptionTokenizer(replace(text, transformer={"n_embd": 8}), tok_dir)
+    # the CLAP text tower's GPT-2 sizes (or small defaults), updated with `decoder` (e.g. dropout rates)
+    base = (
+        dict(ct.transformer)
+        if ct.encoder == "gpt2"
+        else {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 64}
+    )
+    decoder = {**base, **cfg.decoder}
+    decoder["vocab_size"] = max(int(decoder.get("vocab_size", 0)), tokenizer.vocab_size)
+    ccfg = CaptionConfig(
+        name=f"caption-{clap.config.name}",
+        audio=clap.config.audio,
+        embed_dim=clap.config.embed_dim,
+        projection=clap.config.projection,
+        projection_dropout=clap.config.projection_dropout,
+        normalize_prefix=True,
+        mapper=MapperConfig.from_dict(cfg.mapper),
+        text=replace(text, transformer=decoder),
+    )
+    model = create_caption_model(ccfg, seed=cfg.seed)
+    audio = {
+        k: v for k, v in clap.state_dict().items() if k.startswith(("audio_encoder.", "audio_projection."))
+    }
+    model.load_state_dict(audio, strict=False)
+    if cfg.decoder_init == "clap_text":
+        if ct.encoder != "gpt2" or dict(ct.transformer) != {
+            k: v for k, v in decoder.items() if k in ct.transformer
+        }:
+            raise TrainConfigError(
+                "decoder_init: clap_text needs the CLAP text tower to be a GPT-2 of the decoder's sizes; "
+                "leave `decoder` empty or set decoder_init: random"
+            )
+        text_sd = {
+            "decoder.transformer." + k[len("text_encoder.model.") :]: v
+            for k, v in clap.state_dict().items()
+            if k.startswith("text_encoder.model.")
+        }
+        missing = {k for k in model.state_dict() if k.startswith("decoder.transformer.")} - set(text_sd)
+        if missing:
+            raise TrainConfigError(f"CLAP text tower lacks decoder tensors {sorted(missing)[:5]}")
+        model.load_state_dict(text_sd, strict=False)
+    return model, CaptionTokenizer(ccfg.text, tok_dir)
+
+
+def set_trainable(model: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
+    """Freeze what ``mode`` keeps fixed; return the trainable parameters."""
+    for name, p in model.named_parameters():
+        if name.startswith("mapper."):
+            p.requires_grad_(True)
+        elif name.startswith("decoder."):
+            p.requires_grad_(mode in ("decoder", "full"))
+        else:
+            p.requires_grad_(mode == "full")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# ------------------------------------------------------------------------------------------- data
+def _samples(specs: list[ManifestSpec]) -> list:
+    out = []
+    for spec in specs:
+        out.extend(read_manifest(spec))
+    return out
+
+
+def _fingerprint(model, samples: list) -> str:
+    """Identifies the audio tower weights and the sample list (an embedding cache is valid for both)."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(s.path.encode())
+    for k, v in sorted(model.state_dict().items()):
+        if k.startswith(("audio_encoder.", "audio_projection.")) and v.is_floating_point():
+            h.update(k.encode() + np.float64(v.double().abs().sum()).tobytes())
+    return h.hexdigest()
+
+
+def embed_samples(
+    model, tokenizer: CaptionTokenizer, samples: list, cache: Path | None, progress: bool = False
+) -> np.ndarray:
+    """(N, D) deterministic CLAP audio embeddings of ``samples`` (cached in ``cache`` as .npy, reused only
+    for the same audio tower weights and samples)."""
+    key = _fingerprint(model, samples)
+    meta = cache.with_suffix(".json") if cache is not None else None
+    if (
+        cache is not None
+        and cache.is_file()
+        and meta.is_file()
+        and json.loads(meta.read_text()).get("key") == key
+    ):
+        return np.load(cache)
+    pipe = ClapPipeline(model, tokenizer.text)  # CaptionModel has ClapModel's encode_audio
+    arr = pipe.embed_audio([s.path for s in samples], batch_size=16, progress=progress)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npy")
+        np.save(tmp, arr)
+        tmp.replace(cache)
+        meta.write_text(json.dumps({"key": key, "count": len(samples)}))
+    return arr
+
+
+@torch.no_grad()
+def embed_crops(
+    model, samples: list, crops: int, seed: int, cache: Path | None, batch: int = 32
+) -> np.ndarray:
+    """(crops, N, D) embeddings of seeded random crops (the trainer's crop rule) of every sample."""
+    if crops <= 0:
+        return np.zeros((0, len(samples), model.config.embed_dim), np.float32)
+    key = _fingerprint(model, samples) + f":crops{crops}:seed{seed}"
+    meta = cache.with_suffix(".json") if cache is not None else None
+    if (
+        cache is not None
+        and cache.is_file()
+        and meta.is_file()
+        and json.loads(meta.read_text()).get("key") == key
+    ):
+        return np.load(cache)
+    dataset = ManifestDataset(samples, model.config.audio, seed=seed)
+    out = np.zeros((crops, len(samples), model.config.embed_dim), np.float32)
+    model.eval()
+    for k in range(crops):
+        for start in range(0, len(samples), batch):
+            idx = range(start, min(start + batch, len(samples)))
+            waves = torch.stack([dataset[(k, i)]["waveform"] for i in idx])
+            out[k, start : start + len(idx)] = model.encode_audio(waves).numpy()
+        logger.info("embedded random crop set %d/%d", k + 1, crops)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(cache)
+        meta.write_text(json.dumps({"key": key}))
+    return out
+
+
+def nearest_neighbours(embeds: np.ndarray, k: int) -> np.ndarray | None:
+    """(N, k) indices of each row's k most cosine-similar rows (itself first), or None for k = 0."""
+    if k <= 0:
+        return None
+    e = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
+    sims = e @ e.T
+    np.fill_diagonal(sims, np.inf)  # the clip itself always comes first
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def _lr(cfg: CaptionTrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def _batch_indices(n: int, batch: int, seed: int, step: int) -> list[int]:
+    """Indices of optimiser step ``step``: epoch permutations drawn from (seed, epoch) only."""
+    per_epoch = max(1, n // batch)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).tolist()
+    return perm[pos * batch : (pos + 1) * batch]
+
+
+@torch.no_grad()
+def _val_loss(model, tokenizer: CaptionTokenizer, embeds: np.ndarray, captions: list[str]) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(captions), 64):
+        tok = tokenizer(captions[i : i + 64])
+        out = model(torch.from_numpy(embeds[i : i + 64]), tok["input_ids"], tok["attention_mask"])
+        n = int(tok["attention_mask"].sum())
+        total += float(out.loss) * n
+        count += n
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------------------- training
+@dataclass
+class CaptionTrainResult:
+    run_dir: Path
+    step: int
+    final_dir: Path
+    eval: dict[str, Any] = field(default_factory=dict)
+
+
+def train_captioning(
+    cfg: CaptionTrainConfig, run_dir: str | Path, resume: str | None = None, progress: bool = False
+) -> CaptionTrainResult:
+    """Run (or resume) a captioning training; returns where the final model and the evaluation went."""
+    import yaml
+
+    if not cfg.train_manifest:
+        raise TrainConfigError(
+            "train_manifest is empty; list at least one CSV/JSONL with path and caption columns"
+        )
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    (run / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = build_caption_model(cfg)
+    params = set_trainable(model, cfg.train)
+    logger.info(
+        "caption model %s: %.2fM trainable of %.2fM parameters (train: %s)",
+        model.config.name,
+        sum(p.numel() for p in params) / 1e6,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        cfg.train,
+    )
+    train = _samples(cfg.train_manifest)
+    captions = [s.caption for s in train]
+    val = _samples(cfg.val_manifest) if cfg.val_manifest else []
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    if resume is not None:
+        path = ckpt.latest_checkpoint(run / "checkpoints") if resume == "latest" else Path(resume)
+        if path is None:
+            logger.info("--resume latest: no checkpoint in %s, starting from scratch", run / "checkpoints")
+        else:
+            state = ckpt.load_checkpoint_file(path)
+            model.load_state_dict(state["model"], strict=True)
+            optimizer.load_state_dict(state["optimizer"])
+            ckpt.set_rng_state(state["rng"])
+            step = int(state["step"])
+            logger.info("resumed from %s at step %d", path, step)
+
+    frozen_audio = cfg.train != "full"
+    if frozen_audio:
+        train_embeds = embed_samples(model, tokenizer, train, run / "embeddings" / "train.npy", progress)
+        crop_embeds = embed_crops(
+            model, train, cfg.train_crops, cfg.seed, run / "embeddings" / "train_crops.npy"
+        )
+        neighbours = nearest_neighbours(train_embeds, cfg.neighbour_captions)
+        val_embeds = (
+            embed_samples(model, tokenizer, val, run / "embeddings" / "val.npy", progress) if val else None
+        )
+    else:
+        dataset = ManifestDataset(train, model.config.audio, seed=cfg.seed)
+        val_embeds = neighbours = None
+    metrics = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    started = time.time()
+    try:
+        while step < cfg.max_steps:
+            model.train()
+            if frozen_audio:
+                model.audio_encoder.eval()
+                model.audio_projection.eval()
+            idx = _batch_indices(len(train), cfg.batch_size, cfg.seed, step)
+            if frozen_audio:
+                embeds = torch.from_numpy(train_embeds[idx])
+                if len(crop_embeds):
+                    gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 1))
+                    pick = torch.randint(0, len(crop_embeds) + 1, (len(idx),), generator=gen).tolist()
+                    rows = [train_embeds[i] if c == 0 else crop_embeds[c - 1, i] for i, c in zip(idx, pick)]
+                    embeds = torch.from_numpy(np.stack(rows))
+            else:
+                epoch = step // max(1, len(train) // cfg.batch_size)
+                waves = torch.stack([dataset[(epoch, i)]["waveform"] for i in idx])
+                embeds = model.encode_audio(waves)
+            if cfg.embed_noise > 0:
+                gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 0))
+                embeds = embeds + cfg.embed_noise * torch.randn(embeds.shape, generator=gen)
+            targets = list(idx)
+            if frozen_audio and neighbours is not None:
+                gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 2))
+                use = (torch.rand(len(idx), generator=gen) < cfg.neighbour_prob).tolist()
+                pick = torch.randint(0, neighbours.shape[1], (len(idx),), generator=gen).tolist()
+                targets = [int(neighbours[i, p]) if u else i for i, u, p in zip(idx, use, pick)]
+            tok = tokenizer([captions[i] for i in targets])
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(cfg, step)
+            loss = model(embeds, tok["input_ids"], tok["attention_mask"]).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            record: dict[str, Any] = {}
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                record.update(
+                    loss=float(loss.detach()),
+                    lr=_lr(cfg, step - 1),
+                    elapsed_s=round(time.time() - started, 1),
+                )
+                logger.info(
+                    "step %d/%d loss %.4f lr %.2e",
+                    step,
+                    cfg.max_steps,
+                    float(loss.detach()),
+                    _lr(cfg, step - 1),
+                )
+            if val and val_embeds is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                record["val_loss"] = _val_loss(model, tokenizer, val_embeds, [s.caption for s in val])
+                logger.info("step %d val loss %.4f", step, record["val_loss"])
+            if record:
+                metrics.write(json.dumps({"step": step, **record}) + "\n")
+                metrics.flush()
+            if step % cfg.save_every == 0 or step == cfg.max_steps:
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": ckpt.rng_state(),
+                    "step": step,
+                    "config": _plain(asdict(cfg)),
+                    "model_config": model.config.to_dict(),
+                }
+                ckpt.save_checkpoint(state, run / "checkpoints", step, cfg.keep_checkpoints)
+    finally:
+        metrics.close()
+    model.eval()
+    pipeline = CaptionPipeline(model, tokenizer)
+    final = pipeline.save_pretrained(run / "final")
+    logger.info("saved the caption model to %s", final)
+    result = CaptionTrainResult(run, step, final)
+    if cfg.test_manifest:
+        result.eval = evaluate_run(
+            pipeline, cfg, train, train_embeds if frozen_audio else None, run, progress
+        )
+    return result
+
+
+def evaluate_run(
+    pipeline: CaptionPipeline,
+    cfg: CaptionTrainConfig,
+    train: list,
+    train_embeds: np.ndarray | None,
+    run: Path,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Caption the test clips; score them and the nearest-caption baseline; write ``eval.json``."""
+    parts = [read_manifest(spec) for spec in cfg.test_manifest]
+    test = [s for part in parts for s in part]
+    cache = None if cfg.train == "full" else run / "embeddings"  # a trained audio tower changes embeddings
+    if train_embeds is None:
+        train_embeds = embed_samples(pipeline.model, pipeline.tokenizer, train, None, progress)
+    test_embeds = embed_samples(
+        pipeline.model, pipeline.tokenizer, test, cache / "test.npy" if cache else None, progress
+    )
+    refs = [[s.caption] for s in test]
+    gen = pipeline.generation_config(beam_size=cfg.beam_size)
+    generated = [hyps[0][0] for hyps in pipeline.caption_embeddings(test_embeds, gen)]
+    model_report = report_from_captions([s.path for s in test], generated, refs)
+    baseline = nearest_caption_baseline(train_embeds, [s.caption for s in train], test_embeds)
+    base_report = report_from_captions([s.path for s in test], baseline, refs)
+    per_set = {}
+    start = 0
+    for spec, part in zip(cfg.test_manifest, parts):
+        sl = slice(start, start + len(part))
+        start += len(part)
+        paths = [s.path for s in part]
+        per_set[spec.display_name] = {
+            "clips": len(part),
+            "model_cider_d": report_from_captions(paths, generated[sl], refs[sl]).scores.cider_d,
+            "baseline_cider_d": report_from_captions(paths, baseline[sl], refs[sl]).scores.cider_d,
+        }
+    out = {
+        "test_clips": len(test),
+        "model": model_report.scores.as_dict(),
+        "nearest_caption_baseline": base_report.scores.as_dict(),
+        "per_set": per_set,
+        "examples": [
+            {"path": s.path, "reference": s.caption, "generated": g, "nearest_caption": b}
+            for s, g, b in list(zip(test, generated, baseline))[:: max(1, len(test) // 24)]
+        ],
+        "captions": model_report.captions,
+        "notes": model_report.notes,
+    }
+    (run / "eval.json").write_text(json.dumps(out, indent=1))
+    logger.info(
+        "test CIDEr-D %.3f (nearest-caption baseline %.3f), BLEU-4 %.3f (%.3f), ROUGE-L %.3f (%.3f)",
+        model_report.scores.cider_d,
+        base_report.scores.cider_d,
+        model_report.scores.bleu_4,
+        base_report.scores.bleu_4,
+        model_report.scores.rouge_l,
+        base_report.scores.rouge_l,
+    )
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def is_captioning_config(path: str | Path) -> bool:
+    """True when the YAML recipe at ``path`` says ``task: captioning`` (for `openclap train` to dispatch)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        return False
+    data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    return isinstance(data, dict) and data.get("task") == "captioning"
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run from `openclap train`'s arguments (config, run_dir, resume, max_steps, seed, overrides)."""
+    import yaml
+
+    from openclap_train.config import apply_overrides
+
+    data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    data = apply_overrides(data, list(getattr(args, "overrides", None) or []))
+    for key in ("max_steps", "seed"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    cfg = build(CaptionTrainConfig, data, where=str(args.config))
+    result = train_captioning(
+        cfg, args.run_dir, resume=args.resume, progress=getattr(args, "progress", False)
+    )
+    if result.eval:
+        m, b = result.eval["model"], result.eval["nearest_caption_baseline"]
+        print(f"test CIDEr-D {m['cider_d']:.3f} vs nearest-caption baseline {b['cider_d']:.3f}")
+    print(f"final model: {result.final_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m openclap_train.captioning CONFIG --run-dir DIR [--resume latest]``."""
+    parser = argparse.ArgumentParser(prog="openclap_train.captioning", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="YAML captioning recipe (task: captioning)")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint file")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(
+            f"captioning config {args.config} not found; see configs/caption-small-shared-data.yaml"
+        )
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Typed training configuration: a dataclass read from YAML, unknown keys are errors, ``--set`` overrides.
+
+A recipe (``configs/*.yaml``) looks like::
+
+    model: small                       # preset name or model directory
+    tokenizer: train                   # train a byte-level BPE on the captions (or a directory, or null)
+    train_manifest:
+      - ../shared/data/fsdd/manifest.csv               # a plain path: every row
+      - {path: ../shared/data/esc10/manifest.csv, split: train}
+    batch_size: 64                     # global, over all processes and accumulation steps
+    lr: 1.0e-3
+    max_steps: 2000
+
+Relative paths in a recipe are relative to the current directory. ``--set key=value`` (dotted keys for
+nested values, e.g. ``augment.gain_db=6``) parses the value as YAML (``1e-3``, ``true``, ``[a, b]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class TrainConfigError(ValueError):
+    """A training configuration is invalid; the message names the key and the allowed values."""
+
+
+@dataclass
+class ManifestSpec:
+    """One data source: a CSV/JSONL manifest (with optional row filters) or WebDataset shards.
+
+    ``path``: a manifest file, or a shard pattern ending in ``.tar`` (brace expansion allowed, e.g.
+    ``shards/train-{000000..000009}.tar``). ``split`` keeps rows whose ``split`` column equals it;
+    ``include``/``exclude`` keep/drop rows whose column value is (not) in the given list, e.g.
+    ``exclude: {source_id: [fsdd:theo]}``. ``name`` labels validation metrics (default: the folder name).
+    ``template`` is the zero-shot prompt for this set (default: the run's ``zeroshot_template``).
+    """
+
+    path: str
+    split: str | None = None
+    include: dict[str, list[str]] = field(default_factory=dict)
+    exclude: dict[str, list[str]] = field(default_factory=dict)
+    name: str | None = None
+    template: str | None = None
+    max_items: int | None = None
+
+    @property
+    def is_shards(self) -> bool:
+        return self.path.endswith(".tar") or ".tar}" in self.path or self.path.endswith(".tar]")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or Path(self.path).parent.name or Path(self.path).stem
+
+
+@dataclass
+class AugmentConfig:
+    """Light waveform augmentation, drawn from each sample's own generator (so resume stays exact)."""
+
+    gain_db: float = 0.0  # random gain, uniform in [-gain_db, +gain_db] dB
+    time_shift: float = 0.0  # circular shift by up to this fraction of the window
+    mix_prob: float = 0.0  # probability of mixing in a second random clip
+    mix_join: str = " and "  # captions of mixed clips are joined with this; "" keeps the first caption only
+
+    def __post_init__(self) -> None:
+        if self.gain_db < 0 or not 0 <= self.time_shift <= 1 or not 0 <= self.mix_prob <= 1:
+            raise TrainConfigError(
+                f"augment: need gain_db >= 0, 0 <= time_shift <= 1, 0 <= mix_prob <= 1; got {self}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.gain_db > 0 or self.time_shift > 0 or self.mix_prob > 0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``config.yaml`` in the run directory is this, resolved."""
+
+    # ---- model
+    model: str = "tiny"  # preset name or model directory
+    # nested overrides applied to the model config before building, e.g. {projection_dropout: 0.0}
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None  # weights to start from: a model directory or checkpoint file (any openclap format)
+    init_text: str | None = None  # a local transformers checkpoint directory for the text tower only
+    # audio tower only: an audio-tower directory (audio_tower.safetensors), a model directory or a .safetensors
+    # file; its audio_encoder.* / audio_frontend.* tensors are loaded strictly
+    init_audio: str | None = None
+    # tokenizer: null = the model's own; "train" = byte-level BPE trained on the train captions; or a directory
+    tokenizer: str | None = None
+    tokenizer_vocab_size: int = 2000
+    # ---- data
+    train_manifest: list[ManifestSpec] = field(default_factory=list)
+    val_manifest: list[ManifestSpec] = field(default_factory=list)
+    zeroshot_template: str = "this is the sound of {}"
+    num_workers: int = 0
+    cache_audio: bool = True  # keep decoded training clips in memory (per worker process)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    shuffle_buffer: int = 0  # WebDataset only: size of the (seeded) shuffle buffer
+    # ---- optimisation
+    batch_size: int = 32  # global: summed over processes and accumulation steps
+    grad_accum: int = 1
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    plateau_patience: int = 3  # evaluations without improvement of the windowed train loss
+    plateau_factor: float = 0.1
+    max_steps: int | None = None
+    epochs: int | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_clip: float | None = None
+    freeze_audio: bool = False
+    freeze_text: bool = False
+    # BatchNorm layers (HTSAT's bn0, CNN14): "train" = batch statistics; "frozen" = running statistics,
+    # not updated (affine parameters still learn; makes N processes equal 1); "sync" = SyncBatchNorm.
+    batchnorm: Literal["train", "frozen", "sync"] = "train"
+    compile: bool = False
+    device: str = "auto"  # auto: cuda:<local_rank> when available, else cpu
+    num_threads: int | None = None  # torch intra-op threads per process (1 helps on busy, shared CPUs)
+    seed: int = 0
+    # ---- bookkeeping
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.optimizer in ("adamw", "adam"), f"optimizer must be adamw or adam, got {self.optimizer!r}"),
+            (self.schedule in ("cosine", "plateau", "constant"),
+             f"schedule must be cosine, plateau or constant, got {self.schedule!r}"),
+            (self.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {self.precision!r}"),
+            (self.batchnorm in ("train", "frozen", "sync"),
+             f"batchnorm must be train, frozen or sync, got {self.batchnorm!r}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive or null, got {self.grad_clip}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (self.log_every >= 1 and self.save_every >= 1 and self.eval_every >= 0,
+             "log_every and save_every must be >= 1, eval_every >= 0"),
+            ("{}" in self.zeroshot_template, f"zeroshot_template needs a '{{}}', got {self.zeroshot_template!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(message)
+
+    def require_data(self) -> None:
+        """Raise unless a training source and a stopping rule are set."""
+        if not self.train_manifest:
+            raise TrainConfigError("train_manifest is empty: give at least one manifest or shard pattern")
+        if self.max_steps is None and self.epochs is None:
+            raise TrainConfigError("set max_steps or epochs (or pass --max-steps N)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON serialisable)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise TrainConfigError(f"{where} may not be null")
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise TrainConfigError(f"{where} must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if hint is ManifestSpec and isinstance(value, str):
+            return ManifestSpec(path=value)
+        return build(hint, value, where)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]  # a single item is a one-item list
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TrainConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TrainConfigError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TrainConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TrainConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TrainConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise TrainConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build(cls: type, data: Any, where: str | None = None) -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ``TrainConfigError``."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise TrainConfigError(f"{where}: unknown key(s) {unknown}; allowed keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise TrainConfigError(f"{where}: {exc}") from exc
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (dotted keys, YAML values) to a nested dict, returning a new dict."""
+    out = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainConfigError(f"--set expects key=value, got {item!r}")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise TrainConfigError(f"--set {item!r}: {part!r} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a YAML recipe, apply ``--set`` overrides, then ``extra`` (CLI flags), into a ``TrainConfig``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"training config {p} not found; pass a YAML file such as configs/small-shared-data.yaml")
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise TrainConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded or {}
+    data = apply_overrides(data, overrides or [])
+    for key, value in (extra or {}).items():
+        if value is not None:
+            data[key] = value
+    return build(TrainConfig, data, where=str(path) if path else "TrainConfig")
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    tmp.replace(p)

@@ -1,0 +1,245 @@
+"""Typed configuration of multi-task audio-encoder pretraining (``openclap pretrain-audio``).
+
+A recipe (``configs/pretrain-audio/*.yaml``) names an audio model, a list of tasks and the optimisation
+settings. It is parsed with the trainer's YAML machinery (``openclap_train.config.build``: unknown keys
+are errors, ``--set key=value`` overrides)::
+
+    model: small                          # any preset or model directory; only its audio tower is built
+    tasks:
+      - name: digit
+        manifest: {path: ../shared/data/fsdd/manifest.csv, split: train}
+        target: digit                     # a column (or a list of columns for multi_label)
+        type: single_label                # single_label | multi_label | regression
+      - name: pitch
+        manifest: {path: ../shared/data/instruments/manifest.csv, split: train}
+        target: midi_pitch
+        type: regression
+        normalize: true                   # standardise with the training mean/std
+    sampling: {policy: temperature, temperature: 0.5, batches: mixed}
+    batch_size: 64
+    max_steps: 500
+
+The optimisation keys have the names and meaning of ``openclap train``'s (``lr``, ``schedule``, ...); they
+are handed to the trainer's optimiser and schedule through ``PretrainConfig.optim_config()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from openclap_train.config import (
+    AugmentConfig,
+    ManifestSpec,
+    TrainConfig,
+    TrainConfigError,
+    apply_overrides,
+    build,
+)
+
+TASK_TYPES = ("single_label", "multi_label", "regression")
+SAMPLING_POLICIES = ("proportional", "uniform", "temperature")
+BATCH_MODES = ("mixed", "homogeneous")
+
+
+@dataclass
+class TaskSpec:
+    """One task: a manifest, its target column(s), the loss type and an optional loss weight.
+
+    ``target``: the column holding the answer; for ``multi_label`` the column may hold several labels
+    separated by ``separator`` (``"dog;bark"``), and several columns may be given (their labels are pooled,
+    e.g. ``[register, dynamics]``). Rows whose target is empty are left out of the task (counted in the log).
+    ``val_manifest``: rows used for this task's validation metrics; or ``holdout``: the fraction of the
+    training rows held out for validation, chosen by a hash of the audio file name (so tasks that share a
+    manifest hold out the same clips). ``classes`` fixes the class list (default: sorted training values).
+    ``normalize`` (regression): standardise targets with the training mean and std (stored in
+    ``tasks.json``); ``scale``/``offset`` are used instead when given: ``y = (value - offset) / scale``.
+    """
+
+    name: str
+    manifest: ManifestSpec
+    target: list[str]
+    type: Literal["single_label", "multi_label", "regression"] = "single_label"
+    weight: float = 1.0
+    val_manifest: ManifestSpec | None = None
+    holdout: float = 0.0
+    separator: str = ";"
+    classes: list[str] | None = None
+    normalize: bool = True
+    scale: float | None = None
+    offset: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"task {self.name!r}"
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise TrainConfigError(f"task name {self.name!r} must be non-empty letters, digits, '_' or '-'")
+        if self.type not in TASK_TYPES:
+            raise TrainConfigError(f"{where}: type must be one of {list(TASK_TYPES)}, got {self.type!r}")
+        if not self.target:
+            raise TrainConfigError(f"{where}: target must name at least one column")
+        if len(self.target) > 1 and self.type != "multi_label":
+            raise TrainConfigError(f"{where}: several target columns {self.target} need type multi_label")
+        if self.weight < 0:
+            raise TrainConfigError(f"{where}: weight must be >= 0, got {self.weight}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise TrainConfigError(f"{where}: holdout must be in [0, 1), got {self.holdout}")
+        if self.holdout and self.val_manifest is not None:
+            raise TrainConfigError(f"{where}: give val_manifest or holdout, not both")
+        if self.scale is not None and self.scale == 0:
+            raise TrainConfigError(f"{where}: scale must be non-zero")
+        if (self.scale is not None or self.offset is not None) and self.type != "regression":
+            raise TrainConfigError(f"{where}: scale/offset apply to regression tasks only")
+        if self.manifest.is_shards:
+            raise TrainConfigError(f"{where}: tasks read CSV/JSONL manifests (target columns), not WebDataset shards")
+
+
+@dataclass
+class SamplingConfig:
+    """How tasks of different sizes share the batches.
+
+    ``policy``: ``proportional`` (p_i ~ n_i, every training row equally likely), ``uniform`` (p_i = 1/K), or
+    ``temperature`` (p_i ~ n_i^T: T = 1 is proportional, T = 0 uniform). ``batches``: ``mixed`` (each row
+    of a batch draws its task) or ``homogeneous`` (each optimiser step draws one task for the whole batch).
+    """
+
+    policy: Literal["proportional", "uniform", "temperature"] = "temperature"
+    temperature: float = 0.5
+    batches: Literal["mixed", "homogeneous"] = "mixed"
+
+    def __post_init__(self) -> None:
+        if self.policy not in SAMPLING_POLICIES:
+            raise TrainConfigError(f"sampling.policy must be one of {list(SAMPLING_POLICIES)}, got {self.policy!r}")
+        if self.batches not in BATCH_MODES:
+            raise TrainConfigError(f"sampling.batches must be one of {list(BATCH_MODES)}, got {self.batches!r}")
+        if not 0.0 <= self.temperature <= 1.0:
+            raise TrainConfigError(f"sampling.temperature must be in [0, 1], got {self.temperature}")
+
+
+@dataclass
+class HeadConfig:
+    """Per-task heads over the pooled encoder features: linear (``hidden: 0``) or one hidden GELU layer."""
+
+    hidden: int = 0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hidden < 0 or not 0.0 <= self.dropout < 1.0:
+            raise TrainConfigError(f"head: need hidden >= 0 and 0 <= dropout < 1, got {self}")
+
+
+# Optimisation keys shared with ``openclap train`` (same names, same meaning): handed to its engine.
+_OPTIM_KEYS = (
+    "optimizer", "lr", "weight_decay", "betas", "eps", "warmup_steps", "schedule", "min_lr_ratio",
+    "plateau_patience", "plateau_factor", "precision", "grad_clip", "batchnorm", "seed", "device",
+)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a multi-task pretraining run needs; ``config.yaml`` in the run directory is this, resolved."""
+
+    # ---- model
+    model: str = "small"  # preset name or model directory; only the audio tower is built
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {audio: {duration: 2.0}}
+    init_audio: str | None = None  # start from an audio-tower directory (a pretrain-audio final/)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    # ---- tasks and data
+    tasks: list[TaskSpec] = field(default_factory=list)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    num_workers: int = 0
+    cache_audio: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # ---- optimisation (names as in openclap train)
+    batch_size: int = 64  # global: over processes and accumulation steps
+    grad_accum: int = 1
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0
+    plateau_patience: int = 3
+    plateau_factor: float = 0.1
+    max_steps: int = 1000
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_clip: float | None = None
+    batchnorm: Literal["train", "frozen", "sync"] = "train"
+    device: str = "auto"
+    seed: int = 0
+    # ---- bookkeeping
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise TrainConfigError(f"task names must be unique; repeated: {dupes}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1:
+            raise TrainConfigError(f"batch_size, grad_accum and max_steps must be >= 1, got "
+                                   f"{self.batch_size}, {self.grad_accum}, {self.max_steps}")
+        if self.log_every < 1 or self.save_every < 1 or self.eval_every < 0 or self.keep_checkpoints < 1:
+            raise TrainConfigError("log_every, save_every and keep_checkpoints must be >= 1, eval_every >= 0")
+        if self.num_workers < 0:
+            raise TrainConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        self.optim_config()  # validates the shared optimisation keys with the trainer's own checks
+
+    def require_tasks(self) -> None:
+        """Raise unless at least one task is declared."""
+        if not self.tasks:
+            raise TrainConfigError("tasks is empty: declare at least one task (manifest, target, type)")
+
+    def optim_config(self) -> TrainConfig:
+        """The trainer's config carrying this run's optimisation keys (for its optimiser and schedule)."""
+        return TrainConfig(**{k: getattr(self, k) for k in _OPTIM_KEYS}, batch_size=self.batch_size,
+                           grad_accum=self.grad_accum, max_steps=self.max_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON serialisable)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_pretrain_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
+) -> PretrainConfig:
+    """Read a YAML recipe, apply ``--set`` overrides, then ``extra`` (CLI flags), into a ``PretrainConfig``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"pretraining config {p} not found; pass a YAML file such as "
+                                    "configs/pretrain-audio/shared-data-7tasks.yaml")
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise TrainConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded or {}
+    data = apply_overrides(data, overrides or [])
+    for key, value in (extra or {}).items():
+        if value is not None:
+            data[key] = value
+    return build(PretrainConfig, data, where=str(path) if path else "PretrainConfig")
+
+
+def save_pretrain_config(config: PretrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    tmp.replace(p)

@@ -1,0 +1,97 @@
+"""ClipLoss: values against a naive formula, and a real 2-process gloo group against one process."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from openclap.loss import ClipLoss
+
+
+def _naive_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Per-row written InfoNCE, no vectorised cross-entropy."""
+    scale = logit_scale.exp().clamp(max=100.0)
+    logits = scale * audio @ text.T
+    n = logits.shape[0]
+    a2t = -sum(logits[i, i] - torch.logsumexp(logits[i], 0) for i in range(n)) / n
+    t2a = -sum(logits[i, i] - torch.logsumexp(logits[:, i], 0) for i in range(n)) / n
+    return (a2t + t2a) / 2
+
+
+def _inputs(seed: int = 0, n: int = 8, d: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+def test_single_process_matches_naive_formula():
+    raw_a, raw_t = _inputs()
+    a, t = F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1)
+    scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64)
+    got = ClipLoss()(a, t, scale)
+    assert got.item() == pytest.approx(_naive_loss(a, t, scale).item(), rel=1e-12)
+    # perfectly aligned pairs at a large scale: loss near zero; the scale clamp caps at 100
+    same = F.normalize(torch.eye(8, 16, dtype=torch.float64), dim=-1)
+    assert ClipLoss()(same, same, torch.tensor(10.0, dtype=torch.float64)).item() < 1e-12
+    big = torch.tensor(10.0, dtype=torch.float64)
+    assert ClipLoss().logits(a, t, big).abs().max().item() <= 100.0 + 1e-9
+
+
+def test_shape_errors():
+    a, t = _inputs()
+    with pytest.raises(ValueError, match="must both be"):
+        ClipLoss()(a, t[:4], torch.tensor(1.0))
+    with pytest.raises(ValueError, match="rank"):
+        ClipLoss(rank=2, world_size=2)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        ClipLoss(rank=0, world_size=2)(a, t, torch.tensor(1.0))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        raw_a, raw_t = _inputs()
+        b = raw_a.shape[0] // world_size
+        local_a = raw_a[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+        local_t = raw_t[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+        scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
+        loss = ClipLoss(rank, world_size)(F.normalize(local_a, dim=-1), F.normalize(local_t, dim=-1), scale)
+        loss.backward()
+        torch.save(
+            {"loss": loss.detach(), "ga": local_a.grad, "gt": local_t.grad, "gs": scale.grad},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one(tmp_path):
+    world_size = 2
+    mp.spawn(_worker, args=(world_size, free_port(), str(tmp_path)), nprocs=world_size, join=True)
+    raw_a, raw_t = _inputs()
+    raw_a.requires_grad_(True)
+    raw_t.requires_grad_(True)
+    scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
+    ref = _naive_loss(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), scale)
+    ref.backward()
+    b = raw_a.shape[0] // world_size
+    for rank in range(world_size):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["loss"].item() == pytest.approx(ref.item(), rel=1e-12)
+        # each rank's local gradient is world_size * dL/d(local); DDP's averaging divides it back
+        sl = slice(rank * b, (rank + 1) * b)
+        torch.testing.assert_close(got["ga"] / world_size, raw_a.grad[sl], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got["gt"] / world_size, raw_t.grad[sl], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got["gs"], scale.grad, rtol=1e-10, atol=1e-12)

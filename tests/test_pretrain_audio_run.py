@@ -1,0 +1,168 @@
+"""Multi-task pretraining runs on real audio: exact resume, metrics, CLI, and hand-over of final/ to CLAP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openclap.config import ClapConfig
+from openclap.factory import CheckpointError, create_model, resolve_config
+from openclap_train.multitask.config import load_pretrain_config
+from openclap_train.multitask.handover import (
+    TOWER_WEIGHTS,
+    load_audio_tower,
+    read_audio_tower,
+    train_clap_with_audio_tower,
+)
+from openclap_train.multitask.train import model_config_of, pretrain
+
+OVERRIDES = {"audio": {"duration": 1.0}}
+
+
+def _recipe(data: Path, **extra: object) -> dict:
+    fsdd, inst = str(data / "fsdd" / "manifest.csv"), str(data / "instruments" / "manifest.csv")
+    recipe = {
+        "model": "tiny",
+        "model_overrides": OVERRIDES,
+        "tasks": [
+            {"name": "digit", "manifest": {"path": fsdd, "split": "train", "include": {"take": ["10"]}, "max_items": 12}, "target": "digit",
+             "val_manifest": {"path": fsdd, "split": "test", "include": {"take": ["0"]}, "max_items": 4}},
+            {"name": "tags", "manifest": {"path": inst, "split": "train", "max_items": 8},
+             "target": ["register", "dynamics"], "type": "multi_label",
+             "val_manifest": {"path": inst, "split": "test", "max_items": 4}},
+            {"name": "pitch", "manifest": {"path": inst, "split": "train", "max_items": 8}, "target": "midi_pitch",
+             "type": "regression", "weight": 0.5, "val_manifest": {"path": inst, "split": "test", "max_items": 4}},
+        ],
+        "sampling": {"policy": "temperature", "temperature": 0.5, "batches": "mixed"},
+        "head": {"hidden": 8, "dropout": 0.1},
+        "augment": {"gain_db": 3.0},
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 1,
+        "max_steps": 4,
+        "grad_clip": 1.0,
+        "log_every": 1,
+        "save_every": 2,
+        "keep_checkpoints": 5,
+        "seed": 7,
+    }
+    recipe.update(extra)
+    return recipe
+
+
+def _config(data: Path, **extra: object):
+    return load_pretrain_config(None, None, _recipe(data, **extra))
+
+
+@pytest.fixture(scope="module")
+def finished_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("pt") / "run"
+    result = pretrain(_config(shared_data), run)
+    assert result.step == 4 and result.final_dir == run / "final"
+    return run
+
+
+def test_run_directory_metrics_and_final(finished_run: Path) -> None:
+    records = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
+    assert any(k.startswith("train/") for k in train[-1])
+    val = [r for r in records if "val/digit/acc" in r][-1]
+    assert {"val/digit/acc", "val/digit/loss", "val/tags/mAP", "val/pitch/mae", "val/pitch/r2"} <= set(val)
+    assert 0.0 <= val["val/digit/acc"] <= 1.0
+    tasks = json.loads((finished_run / "final" / "tasks.json").read_text())
+    assert [t["name"] for t in tasks] == ["digit", "tags", "pitch"]
+    assert tasks[1]["classes"] == ["high", "loud", "low", "middle", "soft"] and "scale" in tasks[2]
+    tower = load_file(str(finished_run / "final" / TOWER_WEIGHTS))
+    assert tower and not any(k.startswith("heads.") for k in tower)  # heads dropped
+    assert all(k.startswith(("audio_frontend.", "audio_encoder.")) for k in tower)
+
+
+def test_resume_is_bitwise_exact(shared_data: Path, finished_run: Path, tmp_path: Path) -> None:
+    """A run stopped after step 2 and resumed with --resume latest ends with the uninterrupted weights."""
+    run = tmp_path / "resumed"
+    shutil.copytree(finished_run, run)
+    for name in ("step_00000003.pt", "step_00000004.pt"):  # as if killed right after saving step 2
+        (run / "checkpoints" / name).unlink(missing_ok=True)
+    shutil.rmtree(run / "final")
+    result = pretrain(_config(shared_data), run, resume="latest")
+    assert result.step == 4
+    a = load_file(str(finished_run / "final" / TOWER_WEIGHTS))
+    b = load_file(str(run / "final" / TOWER_WEIGHTS))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full_a = torch.load(finished_run / "checkpoints" / "step_00000004.pt", weights_only=True)["model"]
+    full_b = torch.load(run / "checkpoints" / "step_00000004.pt", weights_only=True)["model"]
+    assert all(torch.equal(full_a[k], full_b[k]) for k in full_a)  # heads too
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4]  # lines after the checkpoint were rewritten, not duplicated
+
+
+def test_final_tower_loads_strictly_into_clap(shared_data: Path, finished_run: Path) -> None:
+    config, tower = read_audio_tower(finished_run / "final")
+    assert config.audio.duration == 1.0
+    clap = create_model(config, seed=123)
+    load_audio_tower(clap, finished_run / "final")
+    own = clap.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in tower.items())
+    # another audio config (the plain tiny preset: 5 s crops) is refused with the difference named
+    with pytest.raises(CheckpointError, match="duration"):
+        load_audio_tower(create_model(resolve_config("tiny")), finished_run / "final")
+    # same audio config, different encoder shapes: refused, keys named
+    data = config.to_dict()
+    data["audio"]["htsat"]["embed_dim"] = 8
+    with pytest.raises(CheckpointError):
+        load_audio_tower(create_model(ClapConfig.from_dict(data)), finished_run / "final")
+    with pytest.raises(FileNotFoundError, match="not an audio-tower directory"):
+        load_audio_tower(clap, shared_data)
+
+
+def test_openclap_train_starts_from_the_tower(shared_data: Path, finished_run: Path, tmp_path: Path) -> None:
+    """init_audio hand-over into `openclap train`: with a frozen audio tower the CLAP audio encoder is the tower."""
+    import openclap
+    from openclap_train.config import TrainConfig, build
+
+    clap_cfg = build(TrainConfig, {
+        "model": "tiny", "model_overrides": OVERRIDES, "tokenizer": "train", "tokenizer_vocab_size": 300,
+        "train_manifest": [{"path": str(shared_data / "fsdd" / "manifest.csv"), "split": "train", "max_items": 8}],
+        "batch_size": 4, "max_steps": 1, "freeze_audio": True, "save_every": 1, "seed": 1,
+    })
+    result = train_clap_with_audio_tower(clap_cfg, tmp_path / "clap", finished_run / "final")
+    assert json.loads((tmp_path / "clap" / "init_audio.json").read_text())["init_audio"].endswith("final")
+    model = openclap.load(str(result.final_dir)).model  # the CLAP model directory openclap train wrote
+    tower = load_file(str(finished_run / "final" / TOWER_WEIGHTS))
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in tower.items())
+    # a tower of another audio config stops the CLAP run before it starts
+    with pytest.raises(CheckpointError):
+        bad = build(TrainConfig, {**clap_cfg.to_dict(), "model_overrides": {}})
+        train_clap_with_audio_tower(bad, tmp_path / "clap-bad", finished_run / "final")
+
+
+def test_cli_command(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from openclap.commands import pretrain_audio
+
+    parser = argparse.ArgumentParser(prog="openclap")
+    pretrain_audio.add_parser(parser.add_subparsers(dest="command"))
+    recipe = tmp_path / "r.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump(_recipe(shared_data, max_steps=1, save_every=1)))
+    args = parser.parse_args(["pretrain-audio", str(recipe), "--run-dir", str(tmp_path / "run"), "--max-steps", "1",
+                              "--set", "sampling.batches=homogeneous"])
+    assert args.func(args) == 0
+    assert (tmp_path / "run" / "final" / TOWER_WEIGHTS).is_file()
+    saved = load_pretrain_config(tmp_path / "run" / "config.yaml")
+    assert saved.sampling.batches == "homogeneous" and saved.max_steps == 1
+    assert model_config_of(saved).audio.duration == 1.0
+    bad = parser.parse_args(["pretrain-audio", str(recipe), "--run-dir", str(tmp_path / "bad"),
+                             "--set", "sampling.policy=greedy"])
+    assert bad.func(bad) == 2
+    assert "sampling.policy" in capsys.readouterr().err

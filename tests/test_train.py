@@ -1,0 +1,233 @@
+"""Trainer: config parsing, data order and determinism, a tiny end-to-end run, fine-tuning with a frozen tower."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import openclap
+from openclap.factory import create_model, get_model_config
+from openclap.pipeline import ClapPipeline
+from openclap.text.tokenizer import TextTokenizer
+from openclap_train import checkpoint as ckpt
+from openclap_train.config import AugmentConfig, ManifestSpec, TrainConfig, TrainConfigError, load_config
+from openclap_train.data import EpochBatchSampler, ManifestDataset, augment_wave, read_manifest
+from openclap_train.engine import LrSchedule, param_groups
+from openclap_train.train import main
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def tiny_recipe(shared_data: Path, **extra) -> dict:
+    """A tiny from-scratch recipe on 16 real FSDD clips (no dropout, frozen BN: deterministic and cheap)."""
+    recipe = {
+        "model": "tiny",
+        "model_overrides": {"projection_dropout": 0.0, "audio": {"duration": 1.0, "htsat": {"drop_path_rate": 0.0}},
+                            "text": {"transformer": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}},
+        "tokenizer": "train",
+        "tokenizer_vocab_size": 320,
+        "train_manifest": [{"path": str(shared_data / "fsdd/manifest.csv"), "split": "train", "max_items": 16}],
+        "batch_size": 8,
+        "max_steps": 4,
+        "log_every": 1,
+        "save_every": 2,
+        "lr": 1e-3,
+        "batchnorm": "frozen",
+    }
+    recipe.update(extra)
+    return recipe
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_config_unknown_keys_types_and_overrides(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"model": "tiny", "train_manifest": "a.csv", "max_steps": 3})
+    cfg = load_config(path, ["lr=3e-4", "augment.gain_db=6", "train_manifest=[b.csv, {path: c.csv, split: test}]"])
+    assert cfg.lr == 3e-4 and cfg.augment.gain_db == 6.0 and cfg.max_steps == 3
+    assert [m.path for m in cfg.train_manifest] == ["b.csv", "c.csv"] and cfg.train_manifest[1].split == "test"
+    assert load_config(path).train_manifest == [ManifestSpec(path="a.csv")]  # a single path is a one-item list
+    with pytest.raises(TrainConfigError, match=r"unknown key\(s\) \['lrr'\]"):
+        load_config(path, ["lrr=1"])
+    with pytest.raises(TrainConfigError, match="augment: unknown key"):
+        load_config(path, ["augment.gian_db=1"])
+    with pytest.raises(TrainConfigError, match="must be one of"):
+        load_config(path, ["schedule=linear"])
+    with pytest.raises(TrainConfigError, match="must be an integer"):
+        load_config(path, ["batch_size=8.5"])
+    with pytest.raises(TrainConfigError, match="key=value"):
+        load_config(path, ["lr"])
+    with pytest.raises(FileNotFoundError, match="training config"):
+        load_config(tmp_path / "missing.yaml")
+    # the resolved config round-trips
+    again = load_config(write_yaml(tmp_path / "r.yaml", cfg.to_dict()))
+    assert again == cfg
+
+
+def test_shipped_recipes_parse():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("small-shared-data.yaml", "finetune-freeze-text.yaml"):
+        load_config(configs / name).require_data()
+
+
+def test_schedule_and_param_groups():
+    cfg = TrainConfig(lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
+    s = LrSchedule(cfg, total_steps=12)
+    assert [s.lr_at(i) for i in range(2)] == [0.5, 1.0]
+    assert s.lr_at(2) == pytest.approx(1.0) and s.lr_at(12) == pytest.approx(0.1) and s.lr_at(7) == pytest.approx(0.55)
+    p = LrSchedule(TrainConfig(lr=1.0, schedule="plateau", plateau_patience=1, plateau_factor=0.5), 10)
+    for v in [3.0, 2.0, 2.0, 2.0]:
+        p.observe(v)
+    assert p.lr_at(5) == 0.5  # two evaluations without improvement > patience 1
+    model = create_model(get_model_config("tiny"))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert "logit_scale" in no_decay_names
+    assert all(n.endswith(("bias", "weight")) for n in no_decay_names if n != "logit_scale")
+    assert not any("norm" in names[id(p)] or names[id(p)].endswith(".bias") for p in decay["params"])
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+# -------------------------------------------------------------------------------------------- data
+def test_sampler_splits_global_batches_by_rank_and_resumes():
+    one = EpochBatchSampler(20, 8, seed=3)
+    it = iter(one)
+    batches = [next(it) for _ in range(5)]  # 2 steps per epoch: epoch 0, 0, 1, 1, 2
+    assert [b[0][0] for b in batches] == [0, 0, 1, 1, 2]
+    assert len({i for _, i in batches[0] + batches[1]}) == 16  # no item twice in an epoch
+    two = [EpochBatchSampler(20, 8, seed=3, rank=r, world_size=2) for r in range(2)]
+    its = [iter(s) for s in two]
+    for b in batches:
+        assert next(its[0]) + next(its[1]) == b  # rank parts in rank order = the one-process batch
+    acc = iter(EpochBatchSampler(20, 8, seed=3, grad_accum=2))
+    assert next(acc) + next(acc) == batches[0]
+    resumed = iter(EpochBatchSampler(20, 8, seed=3, start_step=3))
+    assert next(resumed) == batches[3]
+    with pytest.raises(ValueError, match="divisible"):
+        EpochBatchSampler(20, 6, seed=0, world_size=4)
+
+
+def test_dataset_crops_are_per_sample_deterministic_and_bad_files_skipped(tmp_path, shared_data, caplog):
+    esc = shared_data / "esc10"
+    rows = [r for r in (esc / "manifest.csv").read_text().splitlines()[1:4]]
+    (tmp_path / "broken.flac").write_bytes(b"not audio at all")
+    shutil.copy(esc / rows[0].split(",")[0], tmp_path / "good.flac")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,caption,label\nbroken.flac,a broken file,x\ngood.flac,a dog barks,dog\n")
+    samples = read_manifest(str(manifest))
+    assert samples[1].path == str(tmp_path / "good.flac")  # relative to the manifest's folder
+    audio = get_model_config("tiny").audio
+    ds = ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(gain_db=6, time_shift=0.1))
+    a, b = ds[(0, 1)], ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(gain_db=6, time_shift=0.1))[(0, 1)]
+    assert torch.equal(a["waveform"], b["waveform"]) and a["waveform"].shape == (audio.num_samples,)
+    assert not torch.equal(a["waveform"], ds[(1, 1)]["waveform"])  # another epoch, another crop
+    with caplog.at_level("WARNING"):
+        first = ds[(0, 0)]
+        ds[(1, 0)]
+    assert first["index"] == 1 and first["caption"] == "a dog barks"  # the bad item is replaced by the next one
+    assert sum("broken.flac" in r.getMessage() for r in caplog.records) == 1  # logged once
+    mixed = ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(mix_prob=1.0))[(0, 1)]
+    assert mixed["caption"] == "a dog barks and a dog barks"
+    g = torch.Generator().manual_seed(0)
+    w = torch.ones(100)
+    assert torch.equal(augment_wave(w, AugmentConfig(), g), w)
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
+    val = {"path": str(shared_data / "fsdd/manifest.csv"), "split": "test", "include": {"take": ["0"]}, "name": "digits"}
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_recipe(shared_data, val_manifest=[val], eval_every=2, keep_checkpoints=1))
+    run = tmp_path / "run"
+    assert main([str(cfg), "--run-dir", str(run), "--set", "warmup_steps=1"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if "loss" in r]
+    assert train_steps == [1, 2, 3, 4]
+    assert all(r["lr"] > 0 and r["logit_scale"] > 0 and 0 <= r["data_wait"] <= 1 for r in records if "loss" in r)
+    evals = [r for r in records if "val/digits/zeroshot_acc" in r]
+    assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["val/digits/t2a_R@5"] <= 1 for r in evals)
+    assert [p.name for _, p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.pt"]  # keep 1
+    state = ckpt.load_checkpoint_file(run / "checkpoints/step_00000004.pt")
+    assert state["step"] == 4 and state["epoch"] == 2 and state["step_in_epoch"] == 0 and state["version"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["warmup_steps"] == 1
+    pipe = openclap.load(run / "final")
+    vocab = pipe.tokenizer.vocab_size  # trained BPE: at most the requested 320 tokens on 16 captions
+    assert 257 < vocab <= 320 and pipe.config.text.transformer["vocab_size"] == vocab
+    emb = pipe.embed_audio([str(shared_data / "fsdd/audio/0_jackson_0.flac")])
+    saved = load_file(str(run / "final/model.safetensors"))
+    assert torch.equal(saved["logit_scale"], state["model"]["logit_scale"])
+    assert emb.shape == (1, 64)
+    # the same run directory again without --resume: refused, nothing overwritten
+    assert main([str(cfg), "--run-dir", str(run)]) == 2
+
+
+def test_finetune_with_frozen_text_tower(tmp_path, shared_data):
+    # a "converted checkpoint" stand-in: a tiny model directory with random weights and the GPT-2 tokenizer
+    base = create_model(get_model_config("tiny"), seed=1)
+    init_dir = ClapPipeline(base, TextTokenizer(base.config.text)).save_pretrained(tmp_path / "init")
+    recipe = tiny_recipe(shared_data, init=str(init_dir), freeze_text=True, max_steps=2)
+    del recipe["tokenizer"], recipe["tokenizer_vocab_size"]
+    cfg = write_yaml(tmp_path / "ft.yaml", recipe)
+    assert main([str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    before, after = load_file(str(init_dir / "model.safetensors")), load_file(str(tmp_path / "run/final/model.safetensors"))
+    text_keys = [k for k in before if k.startswith("text_encoder.")]
+    assert text_keys and all(torch.equal(before[k], after[k]) for k in text_keys)
+    assert not torch.equal(before["audio_encoder.patch_embed.proj.weight"], after["audio_encoder.patch_embed.proj.weight"])
+    assert not torch.equal(before["text_projection.linear1.weight"], after["text_projection.linear1.weight"])
+    pipe = openclap.load(tmp_path / "run/final")
+    assert pipe.embed_text(["a dog barks"]).shape == (1, 64)
+
+
+def test_bad_config_exits_with_usage_code(tmp_path, capsys):
+    cfg = write_yaml(tmp_path / "c.yaml", {"model": "tiny", "train_manifest": "x.csv", "max_step": 3})
+    assert main([str(cfg), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "unknown key(s) ['max_step']" in capsys.readouterr().err
+
+
+def test_cli_modules_train_and_tokenizer(tmp_path, shared_data, capsys):
+    import argparse
+
+    from openclap.commands import tokenizer as tokenizer_cmd
+    from openclap.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser(prog="openclap")
+    sub = parser.add_subparsers(dest="command")
+    train_cmd.add_parser(sub)
+    tokenizer_cmd.add_parser(sub)
+    args = parser.parse_args(["tokenizer", "train", str(shared_data / "esc10/manifest.csv"), "--split", "train",
+                              "--out", str(tmp_path / "tok"), "--vocab-size", "400"])
+    assert args.func(args) == 0
+    assert "trained a byte-level BPE of 400 tokens on 238 captions" in capsys.readouterr().out
+    cfg = get_model_config("tiny").text
+    tok = TextTokenizer(cfg, tmp_path / "tok")
+    ids = tok(["a dog barks"])["input_ids"][0].tolist()
+    assert ids[-1] == tok.token_to_id("<|endoftext|>") and max(ids) < 400
+    bad = write_yaml(tmp_path / "bad.yaml", {"model": "tiny", "train_manifest": "x.csv", "batch_sise": 4})
+    args = parser.parse_args(["train", str(bad), "--run-dir", str(tmp_path / "run")])
+    assert args.func(args) == 2 and "batch_sise" in capsys.readouterr().err
+
+
+def test_init_audio_loads_only_the_audio_tower(tmp_path):
+    from openclap.factory import CheckpointError, save_model_dir
+    from openclap_train.train import load_audio_tower_weights
+
+    src = create_model(get_model_config("tiny"), seed=7)
+    save_model_dir(src, tmp_path / "src")
+    dst = create_model(get_model_config("tiny"), seed=8)
+    text_before = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("text_")}
+    load_audio_tower_weights(dst, tmp_path / "src")
+    for k, v in dst.state_dict().items():
+        if k.startswith("audio_encoder."):
+            assert torch.equal(v, src.state_dict()[k])
+        if k.startswith("text_"):
+            assert torch.equal(v, text_before[k])
+    other = create_model(get_model_config("small"))
+    with pytest.raises(CheckpointError, match="does not fit the audio tower"):
+        load_audio_tower_weights(other, tmp_path / "src")
