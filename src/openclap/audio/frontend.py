@@ -153,6 +153,7 @@ class LogMelFrontend(nn.Module):
     window: torch.Tensor
     mel_fb: torch.Tensor
     cpu_chunk_samples = 1 << 19  # CPU: clips per call chosen so that a call holds at most ~this many samples
+    cpu_chunk_max_threads = 1  # ... only with at most this many intra-op threads (see forward)
 
     def __init__(
         self, cfg: FrontendConfig | None = None, *, compute_dtype: torch.dtype = torch.float64
@@ -227,11 +228,14 @@ class LogMelFrontend(nn.Module):
                 f"wave is on {wave.device} but the front end is on {self.window.device}; "
                 "move one of them (frontend.to(device))"
             )
-        # On the CPU, a few clips at a time: a batch's float64 spectrogram is tens of MB, which the allocator
-        # maps and faults in afresh on each call (measured 27.8 -> 9.9 ms per 7 s clip at batch 8, one
-        # thread). Every clip is computed alone either way (top_db is per example), so the output is the same.
+        # On the CPU with one intra-op thread, a few clips at a time: a batch's float64 spectrogram is tens
+        # of MB, which the allocator maps and faults in afresh on each call (measured 27.8 -> 9.9 ms per 7 s
+        # clip at batch 8). With 2 threads on the busy 2-core machine, per-clip calls were slower (57-78 ms
+        # vs 215 ms wall), so the whole batch goes at once there. Every clip is computed alone either way
+        # (top_db is per example), so the output is the same.
         step = max(1, self.cpu_chunk_samples // samples)
-        if wave.device.type == "cpu" and wave.shape[0] > step:
+        chunked = wave.device.type == "cpu" and torch.get_num_threads() <= self.cpu_chunk_max_threads
+        if chunked and wave.shape[0] > step:
             return torch.cat([self._logmel(wave[i : i + step]) for i in range(0, wave.shape[0], step)])
         return self._logmel(wave)
 
