@@ -33,12 +33,14 @@ _EXPORTS = {
     "load_audio": "openclap.audio.io",
     "TextInputError": "openclap.text.tokenizer",
     "CheckpointError": "openclap.factory",
+    "load_captioner": "openclap.caption",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
     from openclap.audio.io import AudioLoadError, load_audio
+    from openclap.caption import load_captioner
     from openclap.config import AudioConfig, ClapConfig, TextConfig
     from openclap.factory import CheckpointError, create_model, load_model
     from openclap.model import ClapModel, ClapOutput

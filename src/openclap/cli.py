@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "openclap.commands.search",
     "openclap.commands.serve",
     "openclap.commands.convert",
+    "openclap.commands.caption",
     "openclap.commands.eval",
     "openclap.commands.train",
     "openclap.commands.tokenizer",

@@ -121,6 +121,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     su.set_defaults(model=None)  # the suite file's model, unless --model is given
     for p in (zs, rt, lp, su):
         p.set_defaults(func=run)
+    from openclap.caption.evaluate import add_captioning_parser  # light: imports neither torch nor numpy
+
+    add_captioning_parser(sub)
     parser.set_defaults(func=lambda args: _help(parser))
 
 

@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     import importlib
 
     try:
+        from openclap_train.captioning import is_captioning_config, run_from_args
+
+        if is_captioning_config(args.config):
+            return run_from_args(args)
         trainer = importlib.import_module("openclap_train.train")
     except ImportError as exc:
         print(f"openclap train: error: {_MISSING} ({exc})", file=sys.stderr)

@@ -1,0 +1,120 @@
+"""`openclap caption`: describe audio files in words (msclap's clapcap, or a caption model trained here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `openclap caption`."""
+    parser = subparsers.add_parser(
+        "caption",
+        help="generate captions for audio files (long recordings: one caption per window, with times)",
+        description=(
+            "Caption audio files with a captioning model: a caption preset (clapcap-2023 with "
+            "--checkpoint clapcap_weights_2023.pth) or a caption model directory. Folders are searched "
+            "recursively. Recordings longer than the model's window also get a caption per window."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="audio files and/or folders")
+    parser.add_argument(
+        "--model",
+        default="clapcap-2023",
+        help="caption preset or caption model directory (default: clapcap-2023)",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="weights: msclap's clapcap_weights_2023.pth or a .safetensors file"
+    )
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (default: cpu)")
+    decode = parser.add_mutually_exclusive_group()
+    decode.add_argument(
+        "--beam", type=int, default=5, metavar="K", help="beam search width (default 5, msclap's)"
+    )
+    decode.add_argument("--greedy", action="store_true", help="greedy decoding")
+    decode.add_argument("--sample", action="store_true", help="sample (with --temperature, --top-p, --seed)")
+    parser.add_argument(
+        "--length-penalty", type=float, default=1.0, help="beam score = log p / length**this (default 1)"
+    )
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="most tokens per caption (default: the model's)"
+    )
+    parser.add_argument(
+        "--hop", type=float, default=None, metavar="SECONDS", help="window hop for long recordings"
+    )
+    parser.add_argument(
+        "--no-windows", action="store_true", help="one caption per file, no per-window captions"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.set_defaults(func=run)
+
+
+def _stamp(seconds: float) -> str:
+    m, s = divmod(seconds, 60.0)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Caption every input; failed inputs are reported on stderr and make the exit code 1."""
+    from openclap.caption.pipeline import load_captioner
+    from openclap.pipeline import find_audio_files
+
+    if args.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {args.beam}")
+    files = find_audio_files(args.inputs)
+    if not files:
+        raise UsageError(f"no audio files found in {args.inputs}")
+    captioner = load_captioner(
+        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+    )
+    strategy = "greedy" if args.greedy else "sample" if args.sample else "beam"
+    overrides = {
+        "strategy": strategy,
+        "beam_size": args.beam,
+        "length_penalty": args.length_penalty,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
+    if args.max_length is not None:
+        overrides["max_length"] = args.max_length
+    generation = captioner.generation_config(**overrides)
+    results = captioner.caption(
+        files,
+        generation=generation,
+        windows=not args.no_windows,
+        hop_seconds=args.hop,
+        batch_size=args.batch_size,
+        progress=args.progress,
+        on_error="skip",
+    )
+    failed = 0
+    for r in results:
+        if r.error is not None:
+            failed += 1
+            print(f"openclap caption: failed: {r.error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": r.source, "error": r.error}))
+            continue
+        if args.json:
+            d = r.to_dict()
+            d["path"] = d.pop("source")
+            d.pop("error")
+            print(json.dumps(d))
+            continue
+        print(f"{r.source}\t{r.caption}")
+        for w in r.windows:
+            print(f"  [{_stamp(w.start)} - {_stamp(w.end)}]\t{w.caption}")
+    if failed:
+        print(f"openclap caption: {failed} of {len(results)} input(s) failed", file=sys.stderr)
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK
