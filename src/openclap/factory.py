@@ -60,15 +60,14 @@ def create_model(config: ClapConfig, seed: int = RANDOM_INIT_SEED) -> ClapModel:
     return model.eval()
 
 
-def load_weights(model: ClapModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` strictly, with errors naming every missing, unexpected or mis-shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+def state_dict_problems(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
+    """Human-readable differences between a model's and a checkpoint's keys and shapes (empty if none)."""
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
     wrong_shape = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state_dict))
-        if own[k].shape != state_dict[k].shape
+        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(given))
+        if own[k].shape != given[k].shape
     ]
     problems = []
     if wrong_shape:
@@ -77,6 +76,12 @@ def load_weights(model: ClapModel, state_dict: dict[str, torch.Tensor], source: 
         problems.append(f"{len(missing)} missing key(s): {missing[:5]}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected key(s): {unexpected[:5]}")
+    return problems
+
+
+def load_weights(model: ClapModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` strictly, with errors naming every missing, unexpected or mis-shaped key."""
+    problems = state_dict_problems(model.state_dict(), state_dict)
     if problems:
         raise CheckpointError(
             f"{source} does not fit model {model.config.name!r}: "

@@ -471,9 +471,9 @@ def _revert_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``openclap train`` and ``python -m openclap_train``."""
-    parser.add_argument("config", help="training recipe (YAML), e.g. configs/small-shared-data.yaml")
+def add_arguments(parser: argparse.ArgumentParser, example: str = "configs/small-shared-data.yaml") -> None:
+    """Arguments shared by ``openclap train``, ``openclap pretrain-audio`` and their ``python -m`` forms."""
+    parser.add_argument("config", help=f"training recipe (YAML), e.g. {example}")
     parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
     parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint of --run-dir) or a checkpoint path")
     parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")

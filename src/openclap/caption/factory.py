@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from openclap.caption.config import CaptionConfig, get_caption_config
 from openclap.caption.model import TIED_KEY, TIED_SOURCE, CaptionModel
-from openclap.factory import CheckpointError
+from openclap.factory import CheckpointError, state_dict_problems
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +81,7 @@ def load_caption_weights(model: CaptionModel, state_dict: dict[str, torch.Tensor
         and not torch.equal(given[TIED_KEY], given[TIED_SOURCE])
     ):
         raise CheckpointError(f"{source}: {TIED_KEY} differs from {TIED_SOURCE}, but the decoder ties them")
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(given))
-        if own[k].shape != given[k].shape
-    ]
-    problems = []
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatch(es): " + "; ".join(wrong[:5]))
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {missing[:5]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {unexpected[:5]}")
+    problems = state_dict_problems(own, given)
     if problems:
         raise CheckpointError(
             f"{source} does not fit caption model {model.config.name!r}: "

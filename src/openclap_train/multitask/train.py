@@ -276,14 +276,10 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | None, info: D
 
 # -------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``openclap pretrain-audio`` and ``python -m openclap_train.multitask``."""
-    parser.add_argument("config", help="pretraining recipe (YAML), e.g. configs/pretrain-audio/shared-data-7tasks.yaml")
-    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
-    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint of --run-dir) or a checkpoint path")
-    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--seed", type=int, default=None, help="override seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+    """Arguments of ``openclap pretrain-audio`` and ``python -m openclap_train.multitask`` (the trainer's)."""
+    from openclap_train.train import add_arguments as add_train_arguments
+
+    add_train_arguments(parser, example="configs/pretrain-audio/shared-data-7tasks.yaml")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
