@@ -67,3 +67,18 @@ def test_usage_errors_exit_2(clip_dir: Path) -> None:
     assert openclap("classify", str(clip_dir)).returncode == 2  # --labels missing
     out = openclap("classify", str(clip_dir), "--labels", "dog", "--model", "nope")
     assert out.returncode == 2 and "known models" in out.stderr
+
+
+def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env_run = subprocess.run(
+        [sys.executable, "-m", "openclap", "demo", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert env_run.returncode == 0, env_run.stderr
+    assert "zero-shot:" in env_run.stdout and "of 17 right" in env_run.stdout
+    report = (out / "report.md").read_text()
+    assert "## Zero-shot classification" in report and "## Text search" in report
+    png = (out / "similarity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

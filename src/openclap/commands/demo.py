@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     model = openclap.load(args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device)
+    templates = _model_templates(args.model)
     report = [f"# openclap demo\n\nModel: `{args.model}` — {len(clips)} clips from `{folder}`.\n"]
     print(f"openclap demo: model {args.model}, {len(clips)} clips")
 
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         members = [i for i, c in enumerate(clips) if c.dataset == dataset]
         if not members:
             continue
-        text = model.embed_text([TEMPLATE.format(label) for label in labels])
+        template = templates.get(dataset, TEMPLATE)
+        text = model.embed_text([template.format(label) for label in labels])
         sims = audio[members] @ text.T
         for row, i in zip(sims, members):
             best = int(np.argmax(row))
@@ -115,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
             correct += ok
             rows.append([clips[i].path.name, dataset, clips[i].label, labels[best], f"{row[best]:.3f}", "yes" if ok else "no"])
     lines = _table(rows, ["clip", "set", "true label", "predicted", "cosine", "right"])
-    summary = f"zero-shot: {correct} of {len(rows)} right (prompt: '{TEMPLATE}')"
+    used = ", ".join(f"{d}: '{templates.get(d, TEMPLATE)}'" for d in LABEL_SETS)
+    summary = f"zero-shot: {correct} of {len(rows)} right (prompts: {used})"
     print("\n" + "\n".join(lines) + "\n" + summary)
     report += ["## Zero-shot classification\n", summary + "\n", "```", *lines, "```\n"]
 
@@ -138,6 +141,19 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.md").write_text("\n".join(report))
     print(f"\nopenclap demo: done in {elapsed:.1f} s; report: {out / 'report.md'}, heatmap: {heatmap}")
     return EXIT_OK
+
+
+def _model_templates(name_or_dir: str) -> dict[str, str]:
+    """Per-set prompt templates a model directory recommends (``templates.json``), if any."""
+    import json
+
+    from openclap.registry import bundled_model_dir
+
+    folder = Path(name_or_dir) if Path(name_or_dir).is_dir() else bundled_model_dir(name_or_dir)
+    path = folder / "templates.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str) and "{}" in v}
 
 
 def _write_heatmap(sim, rows: list[str], cols: list[str], path: Path) -> None:
