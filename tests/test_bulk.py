@@ -206,7 +206,7 @@ def test_kill9_then_resume_has_no_duplicate_or_missing_rows(tmp_path, pipe, esc_
     table = ChunkStore(out).read_table()
     paths = [r.path for r in table.rows]
     assert len(paths) == len(set(paths)) == len(files)
-    assert set(paths) == {str(Path(p).resolve()) for p in files}
+    assert {str(Path(p).resolve()) for p in paths} == {str(Path(p).resolve()) for p in files}
     assert not list((out / "chunks").glob("*.tmp"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["files"] == len(files) and manifest["errors"] == 0
