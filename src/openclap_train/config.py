@@ -275,15 +275,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
-) -> TrainConfig:
-    """Read a YAML recipe, apply ``--set`` overrides, then ``extra`` (CLI flags), into a ``TrainConfig``."""
+def read_recipe(
+    cls: type,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+    example: str = "configs/small-shared-data.yaml",
+    kind: str = "training config",
+) -> Any:
+    """Read a YAML recipe, apply ``--set`` overrides, then ``extra`` (CLI flags), into dataclass ``cls``."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"training config {p} not found; pass a YAML file such as configs/small-shared-data.yaml")
+            raise FileNotFoundError(f"{kind} {p} not found; pass a YAML file such as {example}")
         loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         if loaded is not None and not isinstance(loaded, dict):
             raise TrainConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
@@ -292,10 +297,17 @@ def load_config(
     for key, value in (extra or {}).items():
         if value is not None:
             data[key] = value
-    return build(TrainConfig, data, where=str(path) if path else "TrainConfig")
+    return build(cls, data, where=str(path) if path else cls.__name__)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a training recipe (YAML + ``--set`` overrides + CLI flags) into a ``TrainConfig``."""
+    return read_recipe(TrainConfig, path, overrides, extra)
+
+
+def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")

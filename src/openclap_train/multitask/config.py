@@ -30,15 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from openclap_train.config import (
     AugmentConfig,
     ManifestSpec,
     TrainConfig,
     TrainConfigError,
-    apply_overrides,
-    build,
+    read_recipe,
+    save_config,
 )
 
 TASK_TYPES = ("single_label", "multi_label", "regression")
@@ -219,27 +217,11 @@ def _plain(value: Any) -> Any:
 def load_pretrain_config(
     path: str | Path | None = None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
 ) -> PretrainConfig:
-    """Read a YAML recipe, apply ``--set`` overrides, then ``extra`` (CLI flags), into a ``PretrainConfig``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"pretraining config {p} not found; pass a YAML file such as "
-                                    "configs/pretrain-audio/shared-data-7tasks.yaml")
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise TrainConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
-        data = loaded or {}
-    data = apply_overrides(data, overrides or [])
-    for key, value in (extra or {}).items():
-        if value is not None:
-            data[key] = value
-    return build(PretrainConfig, data, where=str(path) if path else "PretrainConfig")
+    """Read a pretraining recipe (YAML + ``--set`` overrides + CLI flags) into a ``PretrainConfig``."""
+    return read_recipe(PretrainConfig, path, overrides, extra, example="configs/pretrain-audio/shared-data-7tasks.yaml",
+                       kind="pretraining config")
 
 
 def save_pretrain_config(config: PretrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(p)
+    save_config(config, path)
