@@ -36,7 +36,27 @@ _EXPORTS = {
     "load_captioner": "openclap.caption",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "AudioConfig",
+    "AudioEmbedding",
+    "AudioLoadError",
+    "CheckpointError",
+    "ClapConfig",
+    "ClapModel",
+    "ClapOutput",
+    "ClapPipeline",
+    "Classification",
+    "TextConfig",
+    "TextInputError",
+    "__version__",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "load",
+    "load_audio",
+    "load_captioner",
+    "load_model",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from openclap.audio.io import AudioLoadError, load_audio
@@ -44,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from openclap.config import AudioConfig, ClapConfig, TextConfig
     from openclap.factory import CheckpointError, create_model, load_model
     from openclap.model import ClapModel, ClapOutput
-    from openclap.pipeline import AudioEmbedding, Classification, ClapPipeline, load
+    from openclap.pipeline import AudioEmbedding, ClapPipeline, Classification, load
     from openclap.registry import get_model_config, list_models
     from openclap.text.tokenizer import TextInputError
 

@@ -203,7 +203,7 @@ class AudioConfig(_DictMixin):
     @property
     def num_samples(self) -> int:
         """Samples in one encoder window."""
-        return int(round(self.duration * self.sample_rate))
+        return round(self.duration * self.sample_rate)
 
     @property
     def hop_seconds(self) -> float:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,14 +22,21 @@ from tqdm.auto import tqdm
 from openclap.audio.io import AudioLoadError, load_audio
 from openclap.audio.windows import WindowSpan, split_windows
 from openclap.config import ClapConfig
-from openclap.factory import TOKENIZER_DIR, is_model_dir, load_model, resolve_config, resolve_source, save_model_dir
+from openclap.factory import (
+    TOKENIZER_DIR,
+    is_model_dir,
+    load_model,
+    resolve_config,
+    resolve_source,
+    save_model_dir,
+)
 from openclap.model import ClapModel
 from openclap.text.tokenizer import TextInputError, TextTokenizer
 
 logger = logging.getLogger(__name__)
 
 # An audio input: a path, or a waveform with its sample rate (a bare array needs sample_rate=).
-AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, tuple[Any, int]]
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | tuple[Any, int]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64")
 
@@ -113,7 +120,7 @@ class ClapPipeline:
     def _windows(self, wave: np.ndarray, hop_seconds: float | None) -> tuple[torch.Tensor, list[WindowSpan]]:
         audio = self.config.audio
         hop = hop_seconds if hop_seconds is not None else audio.hop_seconds
-        hop_samples = max(1, int(round(hop * self.sample_rate)))
+        hop_samples = max(1, round(hop * self.sample_rate))
         return split_windows(torch.from_numpy(wave), audio.num_samples, hop_samples, audio.pad_mode, self.sample_rate)
 
     @torch.inference_mode()
