@@ -86,6 +86,8 @@ def test_zeroshot_manifest_json_and_report(cli, tmp_path, capsys):
             "--out",
             str(out),
             "--no-progress",
+            "--model",
+            "tiny",
         ]
     )
     assert rc == 0

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default_model: str = "tiny") -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str = "openclap-mini") -> None:
     """The --model / --checkpoint / --device options every model-using command takes."""
     parser.add_argument("--model", default=default_model, help=f"preset name or model directory (default: {default_model})")
     parser.add_argument("--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)")
