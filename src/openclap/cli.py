@@ -58,6 +58,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str = "o
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
 
 
+def add_recipe_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The arguments of every recipe-driven trainer command (train, pretrain-audio, their `python -m` forms)."""
+    parser.add_argument("config", help=f"recipe (YAML), e.g. {example}")
+    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
+    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint in --run-dir) or a checkpoint path")
+    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
+    parser.add_argument("--seed", type=int, default=None, help="override seed")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``openclap`` console script."""
     parser = build_parser()

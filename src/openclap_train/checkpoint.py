@@ -81,3 +81,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def find_resume_checkpoint(resume: str, checkpoints_dir: Path) -> str | None:
+    """The checkpoint ``--resume`` names: ``latest`` (None, with a warning, when there is none) or a path."""
+    found = latest_checkpoint(checkpoints_dir) if resume == "latest" else Path(resume)
+    if found is None:
+        logger.warning("--resume latest: no checkpoint in %s, starting from scratch", checkpoints_dir)
+    return str(found) if found is not None else None

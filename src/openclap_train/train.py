@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 import openclap
+from openclap.cli import add_recipe_arguments
 from openclap.config import ClapConfig
 from openclap.factory import (
     TOKENIZER_DIR,
@@ -262,10 +263,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: str | None, info: DistInf
     state: dict[str, Any] | None = None
     resume_path: str | None = None
     if resume and info.is_main:
-        found = ckpt.latest_checkpoint(run_dir / "checkpoints") if resume == "latest" else Path(resume)
-        if found is None:
-            logger.warning("--resume latest: no checkpoint in %s, starting from scratch", run_dir / "checkpoints")
-        resume_path = str(found) if found is not None else None
+        resume_path = ckpt.find_resume_checkpoint(resume, run_dir / "checkpoints")
     if not resume and info.is_main and ckpt.list_checkpoints(run_dir / "checkpoints"):
         resume_path = "exists"
     resume_path = broadcast_object(resume_path, info)
@@ -473,13 +471,7 @@ def _revert_sync_batchnorm(module: nn.Module) -> nn.Module:
 # -------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser, example: str = "configs/small-shared-data.yaml") -> None:
     """Arguments shared by ``openclap train``, ``openclap pretrain-audio`` and their ``python -m`` forms."""
-    parser.add_argument("config", help=f"training recipe (YAML), e.g. {example}")
-    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
-    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint of --run-dir) or a checkpoint path")
-    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--seed", type=int, default=None, help="override seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+    add_recipe_arguments(parser, example)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from openclap.cli import add_recipe_arguments
+
 _MISSING = (
     "pretrain-audio needs the openclap_train package and its extras (pyyaml; tensorboard optional): "
     "install them with `pip install 'openclap[train]'`"
@@ -20,13 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "regression). final/ holds the tower without heads. Multi-process: "
         "torchrun --nproc_per_node N -m openclap_train.multitask CONFIG --run-dir DIR",
     )
-    parser.add_argument("config", help="recipe (YAML), e.g. configs/pretrain-audio/shared-data-7tasks.yaml")
-    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
-    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint in --run-dir) or a checkpoint path")
-    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--seed", type=int, default=None, help="override seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+    add_recipe_arguments(parser, example="configs/pretrain-audio/shared-data-7tasks.yaml")
     parser.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from openclap.cli import add_recipe_arguments
+
 _MISSING = (
     "training needs the openclap_train package and its extras (pyyaml, webdataset; tensorboard and matplotlib "
     "optional): install them with `pip install 'openclap[train]'`"
@@ -18,13 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train or fine-tune a CLAP model from a YAML recipe (also under torchrun)",
         description="Train a CLAP model. Multi-process: torchrun --nproc_per_node N -m openclap_train CONFIG ...",
     )
-    parser.add_argument("config", help="training recipe (YAML), e.g. configs/small-shared-data.yaml")
-    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
-    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint in --run-dir) or a checkpoint path")
-    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--seed", type=int, default=None, help="override seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+    add_recipe_arguments(parser, example="configs/small-shared-data.yaml")
     parser.set_defaults(func=run)
 
 

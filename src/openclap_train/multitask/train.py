@@ -115,10 +115,7 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | None, info: D
     state: dict[str, Any] | None = None
     resume_path: str | None = None
     if resume and info.is_main:
-        found = ckpt.latest_checkpoint(run_dir / "checkpoints") if resume == "latest" else Path(resume)
-        if found is None:
-            logger.warning("--resume latest: no checkpoint in %s, starting from scratch", run_dir / "checkpoints")
-        resume_path = str(found) if found is not None else None
+        resume_path = ckpt.find_resume_checkpoint(resume, run_dir / "checkpoints")
     resume_path = broadcast_object(resume_path, info)
     if resume_path is not None:
         state = ckpt.load_checkpoint_file(resume_path)
