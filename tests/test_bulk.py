@@ -137,6 +137,17 @@ def test_pool_none_and_max(pipe, esc_files, fsdd_files, tmp_path):
     assert np.allclose(maxed[0], long_windows / np.linalg.norm(long_windows), atol=1e-5)
 
 
+def test_rows_follow_input_order_not_path_order(pipe, esc_files, tmp_path):
+    """Rows come in the order the inputs were given, whichever path sorts first on this machine."""
+    late = tmp_path / "zzz.flac"  # sorts after /tmp/... and before nothing in particular
+    early = tmp_path / "aaa.flac"
+    _concat_file(late, esc_files[:1], 16000)
+    _concat_file(early, esc_files[1:2], 16000)
+    for order in ([late, early], [early, late], [late, early, late]):
+        _, rows = embed_to_arrays(pipe, order, EmbedOptions(num_workers=0))
+        assert [Path(r.path).name for r in rows] == [p.name for p in dict.fromkeys(order)]
+
+
 def test_shards_are_disjoint_and_merge(tmp_path, pipe, esc_files):
     files = esc_files[:14]
     dirs = []

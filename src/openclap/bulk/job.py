@@ -114,7 +114,12 @@ def read_manifest_paths(manifest: str | os.PathLike) -> list[str]:
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """Files, folders (recursive) and manifests -> sorted unique absolute paths."""
+    """Files, folders (recursive) and manifests -> unique absolute paths, in the order given.
+
+    A folder contributes its audio files sorted; a path named twice keeps its first place. The order is
+    the caller's (not a sort of the absolute paths), so ``embed_to_arrays`` rows follow the inputs on
+    every machine, wherever the files live.
+    """
     from openclap.pipeline import find_audio_files
 
     out: list[str] = []
@@ -126,7 +131,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
             out.extend(str(f.resolve()) for f in find_audio_files([p]))
         else:
             out.append(str(p.resolve()) if p.exists() else str(p.absolute()))
-    return sorted(dict.fromkeys(out))
+    return list(dict.fromkeys(out))
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
