@@ -3,6 +3,11 @@
     python benchmarks/embed_throughput.py                    # 7 s 44.1 kHz clips + a mixed folder + prompts
     python benchmarks/embed_throughput.py --profile          # also print torch.profiler / cProfile top entries
     python benchmarks/embed_throughput.py --long-minutes 60  # also: a 1-hour file, peak RSS, planted-sound search
+    python benchmarks/embed_throughput.py --threads 1 --clips 4 --mixed 3 --repeats 2   # a small, quick run
+
+Speed options (docs/inference.md): after the msclap table, the same workloads with dynamic int8,
+``torch.compile`` and bfloat16 autocast, each against float32 eager on the same weights (speed ratio and
+minimum cosine to float32), timed after one warm-up pass whose seconds are shown (compiling happens there).
 
 Audio: real ESC-10 recordings (../shared/data) resampled to 44.1 kHz and cut to 7 s, and a mixed folder of
 real files at 8 and 16 kHz. Model: msclap-2023 with random weights. When the side venv of the weights
@@ -17,6 +22,7 @@ random weights. Peak memory is each process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import dataclasses
 import io
@@ -39,6 +45,7 @@ import torch
 import openclap
 from openclap.bulk import EmbedOptions, embed_to_arrays
 from openclap.bulk.speed import quantize_int8
+from openclap.pipeline import ClapPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -133,6 +140,25 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return (a * b).sum(1)
+
+
+def time_variant(
+    variant, sets: dict[str, list[str]], prompts: list[str], fp32: dict[str, np.ndarray], temb: np.ndarray,
+    batch_size: int, repeats: int,
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """Items/s and min cosine to float32 per workload, after a timed warm-up pass over all of them."""
+    t0 = time.perf_counter()
+    for files in sets.values():
+        variant.embed_audio(files, batch_size=batch_size)
+    variant.embed_text(prompts)
+    warm = time.perf_counter() - t0
+    speeds, cosines = {}, {}
+    for name, files in sets.items():
+        t, e = timed(lambda files=files: variant.embed_audio(files, batch_size=batch_size), repeats)
+        speeds[name], cosines[name] = len(files) / t, float(cosine_rows(e, fp32[name]).min())
+    t, e = timed(lambda: variant.embed_text(prompts), repeats)
+    speeds["text"], cosines["text"] = len(prompts) / t, float(cosine_rows(e, temb).min())
+    return speeds, cosines, warm
 
 
 def run_msclap(
@@ -280,13 +306,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings")
     parser.add_argument("--no-msclap", action="store_true", help="skip the msclap column")
-    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 rows")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (compiling takes minutes)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast rows")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--long-minutes", type=float, default=0.0, help="also run the long-file check (e.g. 60)"
     )
     parser.add_argument("--only-long", action="store_true", help="run only the long-file check")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
@@ -362,18 +393,23 @@ def main() -> None:
         pipe.tokenizer = tok_longest
         pad_diff = float(np.abs(temb77 - temb).max())
 
-        int8_rows = []
+        # Speed options on the same weights, each timed like the float32 baseline after a warm-up pass over
+        # every workload (for --compile that pass compiles, once per new batch shape), reported apart.
+        variants = [("float32 (eager, the default)", lambda: pipe.model, "float32", False)]
         if not args.no_int8:
-            fp_model = pipe.model
-            pipe.model = quantize_int8(fp_model)
-            for name, files in sets.items():
-                t8, e8 = timed(
-                    lambda files=files: pipe.embed_audio(files, batch_size=args.batch_size), args.repeats
-                )
-                int8_rows.append((f"audio {name}", len(files) / t8, cosine_rows(e8, fp32[name]).min()))
-            t8, e8 = timed(lambda: pipe.embed_text(prompts), args.repeats)
-            int8_rows.append(("text prompts", len(prompts) / t8, cosine_rows(e8, temb).min()))
-            pipe.model = fp_model
+            variants.append(("dynamic int8 (Linear layers)", lambda: quantize_int8(pipe.model), "float32", False))
+        if not args.no_compile:
+            variants.append(("torch.compile (float32)", lambda: copy.deepcopy(pipe.model), "float32", True))
+        if not args.no_bf16:
+            variants.append(("bfloat16 autocast (CPU)", lambda: copy.deepcopy(pipe.model), "bfloat16", False))
+        option_rows, baseline = [], None
+        for label, make_model, dtype, compile_ in variants:
+            variant = ClapPipeline(make_model(), pipe.tokenizer, dtype=dtype, compile=compile_)
+            speeds, cosines, warm = time_variant(variant, sets, prompts, fp32, temb, args.batch_size, args.repeats)
+            baseline = baseline or speeds
+            for work_name, speed in speeds.items():
+                work_label = f"audio {work_name}" if work_name in sets else "text prompts"
+                option_rows.append((label, work_label, speed, speed / baseline[work_name], cosines[work_name], warm))
 
         print()
         print(
@@ -396,11 +432,11 @@ def main() -> None:
             f"text padded to the longest prompt vs to 77 tokens: {len(prompts) / t_text:.1f} vs {len(prompts) / t77:.1f} "
             f"prompts/s, max |difference| of the embeddings {pad_diff:.2e}"
         )
-        if int8_rows:
-            print("\n| dynamic int8 (CPU, Linear layers) | /s | min cosine to fp32 |")
-            print("|---|---|---|")
-            for label, speed, c in int8_rows:
-                print(f"| {label} | {speed:.2f} | {c:.5f} |")
+        if option_rows:
+            print("\n| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) |")
+            print("|---|---|---|---|---|---|")
+            for label, work_name, speed, ratio, c, warm in option_rows:
+                print(f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} |")
         if args.profile:
             profile_report(pipe, sets["7s_44k"])
         if args.long_minutes > 0:

@@ -50,12 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default_model: str = "openclap-mini") -> None:
-    """The --model / --checkpoint / --device options every model-using command takes."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, default_model: str = "openclap-mini", speed_options: bool = False
+) -> None:
+    """The --model / --checkpoint / --device options (and --dtype / --compile with ``speed_options``)."""
     parser.add_argument("--model", default=default_model, help=f"preset name or model directory (default: {default_model})")
     parser.add_argument("--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    if speed_options:  # only for commands that pass them on to openclap.load / ClapPipeline.configure
+        parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                            help="encoder precision via autocast: bfloat16 (CPU or CUDA), float16 (CUDA only); "
+                            "embeddings stay float32 (default: float32)")
+        parser.add_argument("--compile", action="store_true",
+                            help="torch.compile the audio and text encoders (compiled on first use: slow start)")
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, example: str) -> None:

@@ -12,6 +12,7 @@ State-dict layout (converters in ``openclap.convert`` map the peers' checkpoints
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,15 @@ class ClapModel(nn.Module):
         self.text_encoder = TextEncoder(config.text)
         self.text_projection = build_projection(config, config.text.width)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        # Inference precision, set by ClapPipeline.configure(dtype=...): None runs as called (float32,
+        # or under the caller's own autocast, e.g. the trainer's); a dtype runs the towers under autocast.
+        self.autocast_dtype: torch.dtype | None = None
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """Autocast to ``autocast_dtype`` on ``device``; a no-op that leaves any outer autocast alone when None."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     def encode_audio_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """Audio features before projection: (B, samples) at the model's rate -> (B, width)."""
@@ -94,15 +104,20 @@ class ClapModel(nn.Module):
 
     def encode_audio(self, waveform: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """(B, samples) -> (B, embed_dim) audio embeddings (L2-normalised unless normalize=False)."""
-        embeds = self.audio_projection(self.encode_audio_features(waveform))
+        with self._autocast(waveform.device):  # the log-mel front end turns autocast off inside
+            embeds = self.audio_projection(self.encode_audio_features(waveform))
+        if self.autocast_dtype is not None:
+            embeds = embeds.float()
         return F.normalize(embeds, dim=-1) if normalize else embeds
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True
     ) -> torch.Tensor:
         """(B, L) token ids -> (B, embed_dim) text embeddings (L2-normalised unless normalize=False)."""
-        features = self.text_encoder(input_ids, attention_mask)  # (B, width)
-        embeds = self.text_projection(features)
+        with self._autocast(input_ids.device):
+            embeds = self.text_projection(self.text_encoder(input_ids, attention_mask))  # (B, embed_dim)
+        if self.autocast_dtype is not None:
+            embeds = embeds.float()
         return F.normalize(embeds, dim=-1) if normalize else embeds
 
     def scale(self) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,11 +93,37 @@ def _describe(item: AudioInput, index: int) -> str:
 class ClapPipeline:
     """A CLAP model with its tokenizer and clip policy: ``embed_audio``, ``embed_text``, ``classify``."""
 
-    def __init__(self, model: ClapModel, tokenizer: TextTokenizer, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: ClapModel,
+        tokenizer: TextTokenizer,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        compile: bool = False,
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self._text_cache: dict[str, np.ndarray] = {}
+        self.dtype = "float32"
+        self.compiled = False
+        self.configure(dtype=dtype, compile=compile)
+
+    def configure(self, dtype: str = "float32", compile: bool = False) -> ClapPipeline:
+        """Run the encoders under autocast in ``dtype`` and/or through ``torch.compile``; returns ``self``.
+
+        Embeddings stay float32 and L2-normalised, and the log-mel front end stays exact and eager (it
+        turns autocast off inside). ``dtype`` is a numeric setting of the same model, not another model:
+        the model fingerprint that bulk jobs and indexes check does not change with it. Compiling happens
+        on first use and cannot be undone (``compile=False`` leaves compiled encoders compiled).
+        """
+        self.model.autocast_dtype = _autocast_dtype(dtype, self.device)
+        self.dtype = dtype
+        if compile and not self.compiled:
+            _compile_forward(self.model.audio_encoder, "audio encoder")
+            _compile_forward(self.model.text_encoder, "text encoder")
+            self.compiled = True
+        return self
 
     @property
     def config(self) -> ClapConfig:
@@ -298,6 +325,46 @@ class ClapPipeline:
         return out
 
 
+# dtype option -> autocast dtype (None: plain float32).
+DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """Validate the ``dtype`` option for ``device``; the dtype the encoders autocast to, or None."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype != "float32" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"dtype={dtype!r} runs on cpu (bfloat16) or cuda; on {device.type} use dtype='float32'")
+    if dtype == "float16" and device.type == "cpu":
+        raise ValueError(
+            "dtype='float16' is CUDA-only (CPU autocast computes in bfloat16); "
+            "on CPU use dtype='bfloat16' (--dtype bfloat16) or 'float32'"
+        )
+    return DTYPES[dtype]
+
+
+def _compile_forward(module: torch.nn.Module, name: str) -> None:
+    """Replace ``module.forward`` by its ``torch.compile`` form; a compiler failure names the option.
+
+    The wrapper is a method bound to ``module``, so a ``copy.deepcopy`` (``quantize_int8``) binds it
+    to the copy and runs the copy's own weights (compiled anew), never the original's.
+    """
+    from torch._dynamo.exc import TorchDynamoException  # base of dynamo's and inductor's compile errors
+
+    compiled = torch.compile(type(module).forward, dynamic=True)
+
+    def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return compiled(self, *args, **kwargs)
+        except TorchDynamoException as exc:  # compilation failed; not an input error
+            raise RuntimeError(
+                f"torch.compile failed on the {name} (openclap.load(compile=True), CLI --compile); "
+                f"run without it, or fix the compiler setup: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    module.forward = types.MethodType(forward, module)
+
+
 def _as_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
     if isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor, tuple)):
         return [inputs]
@@ -310,11 +377,16 @@ def load(
     tokenizer: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     pretrained: bool = True,
+    dtype: str = "float32",
+    compile: bool = False,
 ) -> ClapPipeline:
     """Load a preset (optionally with a checkpoint) or a saved model directory, ready for inference.
 
     A preset with published weights and no ``checkpoint`` fetches them (hub cache first) unless
     ``pretrained=False``, which gives seeded random weights (tests, benchmarks, training from scratch).
+    ``dtype`` ("float32", "bfloat16" on CPU or CUDA, "float16" on CUDA) runs the encoders under
+    autocast; ``compile=True`` wraps them in ``torch.compile`` (compiled on first use). See
+    ``ClapPipeline.configure`` and docs/inference.md for speed and accuracy.
     """
     name_or_dir = resolve_source(name_or_dir)
     config = resolve_config(name_or_dir)
@@ -326,4 +398,4 @@ def load(
         tokenizer = resolve_tokenizer(config.text)
     text_tokenizer = TextTokenizer(config.text, tokenizer)
     model = load_model(name_or_dir, checkpoint=checkpoint, device=device, download=pretrained)
-    return ClapPipeline(model, text_tokenizer, device=device)
+    return ClapPipeline(model, text_tokenizer, device=device, dtype=dtype, compile=compile)

@@ -359,7 +359,13 @@ class SwinBlock(nn.Module):
         afresh on every call). Same ops per window, so the same numbers. One intra-op thread only (see
         ``chunk_max_threads``).
         """
-        chunked = self.chunk_rows > 0 and torch.get_num_threads() <= self.chunk_max_threads
+        # Not while torch.compile traces: the chunk loop would recompile per block (dynamo's limit), and
+        # the compiled graph fuses the intermediates anyway.
+        chunked = (
+            self.chunk_rows > 0
+            and torch.get_num_threads() <= self.chunk_max_threads
+            and not torch.compiler.is_compiling()
+        )
         if torch.is_grad_enabled() or not chunked:
             return self._forward_windows(x, batch, 0, x.shape[0] // (batch * self.ws * self.ws))
         N = self.ws * self.ws

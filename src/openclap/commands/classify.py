@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
     parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
-    add_model_arguments(parser)
+    add_model_arguments(parser, speed_options=True)
     parser.set_defaults(func=run)
 
 
@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     files = find_audio_files(args.inputs)
     if not files:
         raise UsageError(f"no audio files found in {args.inputs}")
-    model = openclap.load(args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device)
+    model = openclap.load(
+        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
+        dtype=args.dtype, compile=args.compile,
+    )
     results = model.classify(
         files,
         args.labels,

@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, speed_options=True)
     parser.set_defaults(func=run)
 
 
@@ -115,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
     )
     import openclap
 
+    if args.int8 and (args.dtype != "float32" or args.compile):
+        raise UsageError("--int8 is its own CPU speed path; use it without --dtype/--compile, or drop --int8")
     pipeline = openclap.load(
-        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
+        dtype=args.dtype, compile=args.compile,
     )
     if args.int8:
         if pipeline.device.type != "cpu":

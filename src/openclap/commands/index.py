@@ -12,7 +12,7 @@ DEFAULT_THRESHOLD = 50_000  # keep equal to openclap.index.search_index.DEFAULT_
 
 
 def _model_args(parser: argparse.ArgumentParser, default: str | None) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, speed_options=True)
     parser.set_defaults(model=default)
     for action in parser._actions:
         if action.dest == "model":
@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         from openclap.commands.embed import model_reference
 
         pipeline = openclap.load(
-            args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+            args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
+            dtype=args.dtype, compile=args.compile,
         )
         options = EmbedOptions(
             pool=args.pool,
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         index = SearchIndex.load(args.index)
         pipeline = load_pipeline_for(index, args.model, args.checkpoint, args.tokenizer, args.device)
+        pipeline.configure(dtype=args.dtype, compile=args.compile)
         options = EmbedOptions(
             pool=index.info.get("pool", "none"),
             batch_size=args.batch_size,

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json", action="store_true", help="JSON output: a list of {path, start, end, score, row}"
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, speed_options=True)
     parser.set_defaults(model=None)
     for action in parser._actions:
         if action.dest == "model":
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     index = SearchIndex.load(args.index)
     pipeline = load_pipeline_for(index, args.model, args.checkpoint, args.tokenizer, args.device)
+    pipeline.configure(dtype=args.dtype, compile=args.compile)
     exclude: list[str] = []
     if args.audio is not None:
         query = pipeline.embed_audio([args.audio])[0]

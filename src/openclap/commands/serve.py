@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=10.0,
         help="how long a request waits for companions (default 10)",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, speed_options=True)
     parser.set_defaults(model=None)
     for action in parser._actions:
         if action.dest == "model":
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = openclap.load(
             args.model or "tiny", checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
         )
+    pipeline.configure(dtype=args.dtype, compile=args.compile)
     settings = ServerSettings(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_duration=args.max_duration,
