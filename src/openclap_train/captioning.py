@@ -44,11 +44,15 @@ import torch
 from openclap.caption.config import CaptionConfig, MapperConfig
 from openclap.caption.evaluate import nearest_caption_baseline, report_from_captions
 from openclap.caption.factory import create_caption_model, load_caption_model, resolve_caption_config
+from openclap.caption.generate import GenerationConfig
+from openclap.caption.metrics import score_captions
 from openclap.caption.pipeline import CaptionPipeline, CaptionTokenizer
+from openclap.caption.rerank import ClapReranker, NeighbourCaptions, bundled_clap
 from openclap.config import ClapConfig, TextConfig
 from openclap.factory import TOKENIZER_DIR, create_model, is_model_dir, load_model
 from openclap.model import ClapModel
 from openclap.pipeline import ClapPipeline
+from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
 from openclap_train.config import ManifestSpec, TrainConfigError, build
 from openclap_train.data import ManifestDataset, read_manifest, sample_seed
@@ -100,7 +104,18 @@ class CaptionTrainConfig:
     eval_every: int = 250
     save_every: int = 250
     keep_checkpoints: int = 2
-    beam_size: int = 3  # decoding for the final test evaluation
+    beam_size: int = 3  # decoding for the final test evaluation (when `decoding` does not say)
+    # decoding for the final test evaluation: GenerationConfig fields, e.g. {beam_size: 8, rerank: clap}
+    decoding: dict[str, Any] = field(default_factory=dict)
+    # decoding settings to choose from on the validation split (val_manifest): each is scored (CIDEr-D)
+    # on the validation clips and the best one decodes the test split; the choice is logged in eval.json
+    decoding_candidates: list[dict[str, Any]] = field(default_factory=list)
+    # CLAP model for rerank: clap (default: `clap` itself; it must share the captioner's audio tower). It is
+    # saved with the final model (final/clap/) so that `openclap caption --rerank clap` finds it.
+    rerank_clap: str | None = None
+    # rerank: consensus votes with the captions of this many nearest training clips (saved with the final
+    # model as final/neighbours.npz: the training embeddings and captions)
+    consensus_neighbours: int = 5
     threads: int | None = None  # torch intra-op threads (None: torch's default); 1 on a shared CPU
 
     def __post_init__(self) -> None:
@@ -119,6 +134,13 @@ class CaptionTrainConfig:
                 f"need train_crops >= 0, neighbour_captions >= 0, 0 <= neighbour_prob <= 1; got "
                 f"{self.train_crops}, {self.neighbour_captions}, {self.neighbour_prob}"
             )
+        for d in [self.decoding, *self.decoding_candidates]:
+            try:
+                GenerationConfig(**d)
+            except (TypeError, ValueError) as exc:
+                raise TrainConfigError(f"decoding setting {d}: {exc}") from exc
+        if self.consensus_neighbours < 1:
+            raise TrainConfigError(f"consensus_neighbours must be >= 1, got {self.consensus_neighbours}")
         if self.batch_size < 1 or self.max_steps < 1:
             raise TrainConfigError(
                 f"batch_size and max_steps must be >= 1, got {self.batch_size}, {self.max_steps}"
@@ -229,6 +251,22 @@ def build_caption_model(cfg: CaptionTrainConfig) -> tuple[Any, CaptionTokenizer]
             raise TrainConfigError(f"CLAP text tower lacks decoder tensors {sorted(missing)[:5]}")
         model.load_state_dict(text_sd, strict=False)
     return model, CaptionTokenizer(ccfg.text, tok_dir)
+
+
+def load_reranker(cfg: CaptionTrainConfig) -> ClapReranker | None:
+    """The CLAP reranker of a run: ``rerank_clap``, else the ``clap`` model the captioner is built on, else
+    the ``clap/`` bundled with an ``init`` caption model directory (None when there is none)."""
+    if cfg.rerank_clap is not None:
+        source = replace(cfg, clap=cfg.rerank_clap, clap_checkpoint=None)
+    elif cfg.clap is not None:
+        source = cfg
+    else:
+        bundled = bundled_clap(cfg.init) if cfg.init is not None and Path(cfg.init).is_dir() else None
+        if bundled is None:
+            return None
+        source = replace(cfg, clap=str(bundled), clap_checkpoint=None)
+    clap, tok = _load_clap(source)
+    return ClapReranker(ClapPipeline(clap, TextTokenizer(clap.config.text, tok)))
 
 
 def set_trainable(model: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
@@ -495,15 +533,103 @@ def train_captioning(
     finally:
         metrics.close()
     model.eval()
-    pipeline = CaptionPipeline(model, tokenizer)
+    reranker = load_reranker(cfg) if frozen_audio else None  # a trained audio tower has no CLAP text tower
+    memory = NeighbourCaptions(train_embeds, captions, cfg.consensus_neighbours) if frozen_audio else None
+    pipeline = CaptionPipeline(model, tokenizer, reranker=reranker, neighbours=memory)
     final = pipeline.save_pretrained(run / "final")
     logger.info("saved the caption model to %s", final)
     result = CaptionTrainResult(run, step, final)
-    if cfg.test_manifest:
+    if cfg.test_manifest or (cfg.val_manifest and cfg.decoding_candidates):
         result.eval = evaluate_run(
             pipeline, cfg, train, train_embeds if frozen_audio else None, run, progress
         )
     return result
+
+
+def _scores_by_set(
+    specs: list[ManifestSpec], parts: list[list], captions: list[str], refs: list[list[str]]
+) -> dict[str, float]:
+    out, start = {}, 0
+    for spec, part in zip(specs, parts):
+        sl = slice(start, start + len(part))
+        start += len(part)
+        out[spec.display_name] = score_captions(captions[sl], refs[sl]).cider_d
+    return out
+
+
+def _search_key(gen: GenerationConfig) -> GenerationConfig:
+    return replace(gen, rerank=None, rerank_lm_weight=0.0, rerank_consensus_weight=1.0, rerank_pool="beam")
+
+
+def decode_settings(
+    pipeline: CaptionPipeline, embeds: np.ndarray, settings: list[GenerationConfig]
+) -> list[list[str]]:
+    """The best caption of every row for each decoding setting; settings that differ only in reranking
+    share one search."""
+    searched: dict[GenerationConfig, list] = {}
+    out = []
+    for gen in settings:
+        key = _search_key(gen)
+        if key not in searched:
+            searched[key] = pipeline.caption_embeddings(embeds, key)
+        hyps = searched[key]
+        if gen.rerank is not None:
+            hyps = pipeline.rerank(embeds, hyps, gen)
+        out.append([row[0][0] for row in hyps])
+    return out
+
+
+def choose_decoding(
+    pipeline: CaptionPipeline,
+    cfg: CaptionTrainConfig,
+    train: list,
+    train_embeds: np.ndarray,
+    cache: Path | None,
+    progress: bool = False,
+) -> tuple[GenerationConfig, dict[str, Any]]:
+    """Score every ``decoding_candidates`` setting on the validation split (CIDEr-D, all validation clips
+    pooled) and return the best with the table (the nearest-caption baseline on validation included)."""
+    parts = [read_manifest(spec) for spec in cfg.val_manifest]
+    val = [s for part in parts for s in part]
+    val_embeds = embed_samples(
+        pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
+    )
+    refs = [[s.caption] for s in val]
+    settings = [pipeline.generation_config(**d) for d in cfg.decoding_candidates]
+    rows = []
+    for d, captions in zip(cfg.decoding_candidates, decode_settings(pipeline, val_embeds, settings)):
+        rows.append(
+            {
+                "decoding": d,
+                "cider_d": score_captions(captions, refs).cider_d,
+                "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs),
+            }
+        )
+        logger.info("validation CIDEr-D %.3f with %s", rows[-1]["cider_d"], d)
+    best = max(range(len(rows)), key=lambda i: (rows[i]["cider_d"], -i))
+    generative = [i for i, g in enumerate(settings) if g.rerank_pool == "beam"]
+    best_gen = max(generative, key=lambda i: (rows[i]["cider_d"], -i)) if generative else None
+    baseline = nearest_caption_baseline(train_embeds, [s.caption for s in train], val_embeds)
+    table = {
+        "val_clips": len(val),
+        "candidates": rows,
+        "chosen": cfg.decoding_candidates[best],
+        # the best setting whose captions are all decoded (no training caption in the rerank pool)
+        "chosen_generative": None if best_gen is None else cfg.decoding_candidates[best_gen],
+        "nearest_caption_baseline": {
+            "cider_d": score_captions(baseline, refs).cider_d,
+            "per_set": _scores_by_set(cfg.val_manifest, parts, baseline, refs),
+        },
+    }
+    return settings[best], table
+
+
+def _retrieved_share(
+    pipeline: CaptionPipeline, embeds: np.ndarray, gen: GenerationConfig
+) -> tuple[list, float]:
+    """Captions of ``gen`` and the share of them that are training captions from the rerank pool."""
+    rows = pipeline.caption_embeddings(embeds, gen)
+    return [row[0][0] for row in rows], float(np.mean([row[0][1].retrieved for row in rows]))
 
 
 def evaluate_run(
@@ -514,18 +640,40 @@ def evaluate_run(
     run: Path,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Caption the test clips; score them and the nearest-caption baseline; write ``eval.json``."""
-    parts = [read_manifest(spec) for spec in cfg.test_manifest]
-    test = [s for part in parts for s in part]
+    """Choose the decoding on the validation split (``decoding_candidates``), then caption the test clips
+    once with it; score them and the nearest-caption baseline; write ``eval.json``."""
     cache = None if cfg.train == "full" else run / "embeddings"  # a trained audio tower changes embeddings
     if train_embeds is None:
         train_embeds = embed_samples(pipeline.model, pipeline.tokenizer, train, None, progress)
+    gen = pipeline.generation_config(**{"beam_size": cfg.beam_size, **cfg.decoding})
+    validation = None
+    if cfg.val_manifest and cfg.decoding_candidates:
+        gen, validation = choose_decoding(pipeline, cfg, train, train_embeds, cache, progress)
+        logger.info("decoding chosen on validation: %s", validation["chosen"])
+    if not cfg.test_manifest:
+        out = {"validation": validation}
+        (run / "eval.json").write_text(json.dumps(out, indent=1))
+        return out
+    parts = [read_manifest(spec) for spec in cfg.test_manifest]
+    test = [s for part in parts for s in part]
     test_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, test, cache / "test.npy" if cache else None, progress
     )
     refs = [[s.caption] for s in test]
-    gen = pipeline.generation_config(beam_size=cfg.beam_size)
-    generated = [hyps[0][0] for hyps in pipeline.caption_embeddings(test_embeds, gen)]
+    started = time.time()
+    generated, retrieved = _retrieved_share(pipeline, test_embeds, gen)
+    decode_s = time.time() - started
+    # a chosen setting that may pick training captions is also reported with the best all-decoded setting
+    generative = None
+    if validation and gen.rerank_pool != "beam" and validation.get("chosen_generative") is not None:
+        gen_only = pipeline.generation_config(**validation["chosen_generative"])
+        captions = [row[0][0] for row in pipeline.caption_embeddings(test_embeds, gen_only)]
+        rep = report_from_captions([s.path for s in test], captions, refs)
+        generative = {
+            "decoding": validation["chosen_generative"],
+            "scores": rep.scores.as_dict(),
+            "per_set": _scores_by_set(cfg.test_manifest, parts, captions, refs),
+        }
     model_report = report_from_captions([s.path for s in test], generated, refs)
     baseline = nearest_caption_baseline(train_embeds, [s.caption for s in train], test_embeds)
     base_report = report_from_captions([s.path for s in test], baseline, refs)
@@ -542,6 +690,11 @@ def evaluate_run(
         }
     out = {
         "test_clips": len(test),
+        "decoding": {k: v for k, v in asdict(gen).items()},
+        "decode_seconds": round(decode_s, 1),
+        "retrieved_share": retrieved,  # share of test captions that are training captions (rerank pool)
+        "validation": validation,
+        "generative_only": generative,
         "model": model_report.scores.as_dict(),
         "nearest_caption_baseline": base_report.scores.as_dict(),
         "per_set": per_set,
@@ -563,6 +716,29 @@ def evaluate_run(
         base_report.scores.rouge_l,
     )
     return out
+
+
+def evaluate_saved_run(
+    cfg: CaptionTrainConfig, run_dir: str | Path, progress: bool = False
+) -> dict[str, Any]:
+    """``evaluate_run`` for a finished run (its ``final/`` model, cached training embeddings), with the
+    decoding settings of ``cfg`` (``--eval-only``)."""
+    from openclap.caption.pipeline import load_captioner
+
+    run = Path(run_dir)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    pipeline = load_captioner(run / "final")
+    if pipeline.reranker is None or cfg.rerank_clap is not None:
+        pipeline.set_reranker(load_reranker(cfg))
+    train = _samples(cfg.train_manifest)
+    cache = None if cfg.train == "full" else run / "embeddings" / "train.npy"
+    train_embeds = embed_samples(pipeline.model, pipeline.tokenizer, train, cache, progress)
+    if pipeline.neighbours is None:
+        pipeline.neighbours = NeighbourCaptions(
+            train_embeds, [s.caption for s in train], cfg.consensus_neighbours
+        )
+    return evaluate_run(pipeline, cfg, train, train_embeds, run, progress)
 
 
 def _plain(value: Any) -> Any:
@@ -596,10 +772,20 @@ def run_from_args(args: argparse.Namespace) -> int:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     cfg = build(CaptionTrainConfig, data, where=str(args.config))
+    if getattr(args, "eval_only", False):
+        ev = evaluate_saved_run(cfg, args.run_dir, progress=getattr(args, "progress", False))
+        if ev.get("validation"):
+            print(f"decoding chosen on validation: {ev['validation']['chosen']}")
+        if "model" in ev:
+            m, b = ev["model"], ev["nearest_caption_baseline"]
+            print(f"test CIDEr-D {m['cider_d']:.3f} vs nearest-caption baseline {b['cider_d']:.3f}")
+        return 0
     result = train_captioning(
         cfg, args.run_dir, resume=args.resume, progress=getattr(args, "progress", False)
     )
-    if result.eval:
+    if result.eval.get("validation"):
+        print(f"decoding chosen on validation: {result.eval['validation']['chosen']}")
+    if "model" in result.eval:
         m, b = result.eval["model"], result.eval["nearest_caption_baseline"]
         print(f"test CIDEr-D {m['cider_d']:.3f} vs nearest-caption baseline {b['cider_d']:.3f}")
     print(f"final model: {result.final_dir}")
@@ -616,6 +802,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="no training: evaluate the run's final/ model (validation choice of decoding, then test)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -27,6 +27,8 @@ _EXPORTS = {
     "get_caption_config": "openclap.caption.config",
     "GenerationConfig": "openclap.caption.generate",
     "Hypothesis": "openclap.caption.generate",
+    "ClapReranker": "openclap.caption.rerank",
+    "NeighbourCaptions": "openclap.caption.rerank",
     "create_caption_model": "openclap.caption.factory",
     "load_caption_model": "openclap.caption.factory",
     "score_captions": "openclap.caption.metrics",

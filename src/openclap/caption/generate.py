@@ -47,6 +47,16 @@ class GenerationConfig:
     top_p: float = 1.0  # sampling: keep the smallest set of tokens whose probability reaches top_p
     top_k: int = 0  # sampling: keep the k most likely tokens (0: all)
     seed: int | None = 0  # sampling: generator seed (None: torch's global RNG)
+    # re-order the beam's candidates after the search (openclap.caption.rerank): None; "clap" (the
+    # captioner's CLAP model scores the audio-text cosine); "consensus" (mean CIDEr-D against the captions of
+    # the nearest training clips); "clap+consensus". Key = cosine + rerank_consensus_weight * consensus
+    # + rerank_lm_weight * mean log p (terms of the chosen reranker only)
+    rerank: str | None = None
+    rerank_lm_weight: float = 0.0
+    rerank_consensus_weight: float = 1.0
+    # the candidates a reranker orders: "beam" (the search's), or "beam+neighbours" (also the captions of the
+    # clip's nearest training clips, scored by the decoder by teacher forcing: retrieval-augmented)
+    rerank_pool: str = "beam"
 
     def __post_init__(self) -> None:
         if self.strategy not in ("greedy", "beam", "sample"):
@@ -63,6 +73,19 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.rerank not in (None, "clap", "consensus", "clap+consensus"):
+            raise ValueError(
+                f"rerank must be None, 'clap', 'consensus' or 'clap+consensus', got {self.rerank!r}"
+            )
+        if self.rerank_pool not in ("beam", "beam+neighbours"):
+            raise ValueError(f"rerank_pool must be 'beam' or 'beam+neighbours', got {self.rerank_pool!r}")
+        if self.rerank_pool != "beam" and self.rerank is None:
+            raise ValueError("rerank_pool='beam+neighbours' needs a reranker (rerank=...)")
+        if self.rerank_lm_weight < 0 or self.rerank_consensus_weight < 0:
+            raise ValueError(
+                "rerank_lm_weight and rerank_consensus_weight must be >= 0, got "
+                f"{self.rerank_lm_weight}, {self.rerank_consensus_weight}"
+            )
 
 
 @dataclass
@@ -73,6 +96,9 @@ class Hypothesis:
     logprob: float  # sum of log-probabilities of the generated tokens (stop token included)
     length: int  # generated tokens, the stop token included
     finished: bool  # True when the stop token was generated
+    clap_score: float | None = None  # audio-text cosine, set by CLAP reranking
+    consensus: float | None = None  # mean CIDEr-D against the nearest training captions (consensus reranking)
+    retrieved: bool = False  # a training caption added by rerank_pool="beam+neighbours", not decoded
 
     @property
     def mean_logprob(self) -> float:

@@ -47,6 +47,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-length", type=int, default=None, help="most tokens per caption (default: the model's)"
     )
     parser.add_argument(
+        "--rerank",
+        choices=["none", "clap", "consensus", "clap+consensus"],
+        default="none",
+        help="re-order the beam's candidates: clap = by the CLAP audio-text cosine of the captioner's own "
+        "CLAP model; consensus = by agreement (CIDEr-D) with the captions of the nearest training clips "
+        "(the model directory's neighbours.npz); clap+consensus = both (default: none)",
+    )
+    parser.add_argument(
+        "--rerank-model",
+        default=None,
+        metavar="CLAP_DIR",
+        help="CLAP model directory for --rerank clap (default: the caption model directory's clap/)",
+    )
+    parser.add_argument(
+        "--rerank-lm-weight",
+        type=float,
+        default=0.0,
+        help="rerank key += this x mean log-probability (default 0)",
+    )
+    parser.add_argument(
+        "--rerank-pool",
+        choices=["beam", "beam+neighbours"],
+        default="beam",
+        help="what --rerank orders: the beam's captions, or also the captions of the 5 nearest training "
+        "clips (retrieval-augmented; needs neighbours.npz) (default: beam)",
+    )
+    parser.add_argument(
+        "--rerank-consensus-weight",
+        type=float,
+        default=1.0,
+        help="--rerank clap+consensus key = cosine + this x consensus (default 1)",
+    )
+    parser.add_argument(
         "--hop", type=float, default=None, metavar="SECONDS", help="window hop for long recordings"
     )
     parser.add_argument(
@@ -73,9 +106,29 @@ def run(args: argparse.Namespace) -> int:
     files = find_audio_files(args.inputs)
     if not files:
         raise UsageError(f"no audio files found in {args.inputs}")
+    if args.rerank_lm_weight < 0 or args.rerank_consensus_weight < 0:
+        raise UsageError("--rerank-lm-weight and --rerank-consensus-weight must be >= 0")
+    rerank = None if args.rerank == "none" else args.rerank
     captioner = load_captioner(
-        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+        args.model,
+        checkpoint=args.checkpoint,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        rerank_model=args.rerank_model,
     )
+    if rerank is not None and "clap" in rerank and captioner.reranker is None:
+        raise UsageError(
+            f"--rerank {rerank} needs the captioner's CLAP model: {args.model} has no clap/ folder; "
+            "pass --rerank-model CLAP_DIR"
+        )
+    if args.rerank_pool != "beam" and rerank is None:
+        raise UsageError("--rerank-pool beam+neighbours needs --rerank")
+    needs_memory = rerank is not None and ("consensus" in rerank or args.rerank_pool != "beam")
+    if needs_memory and captioner.neighbours is None:
+        raise UsageError(
+            f"--rerank {rerank} needs the training captions: {args.model} has no neighbours.npz "
+            "(written by the captioning trainer)"
+        )
     strategy = "greedy" if args.greedy else "sample" if args.sample else "beam"
     overrides = {
         "strategy": strategy,
@@ -84,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "seed": args.seed,
+        "rerank": rerank,
+        "rerank_lm_weight": args.rerank_lm_weight,
+        "rerank_consensus_weight": args.rerank_consensus_weight,
+        "rerank_pool": args.rerank_pool,
     }
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
