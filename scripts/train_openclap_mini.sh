@@ -1,34 +1,86 @@
 #!/usr/bin/env bash
-# Reproduce openclap-mini (configs/openclap-mini.yaml) on CPU, evaluate it on the test splits with
-# `openclap eval`, and (with --install) copy it into the package's bundled model folder.
-#   bash scripts/train_openclap_mini.sh [RUN_DIR] [--install]      (~40 min training + ~5 min evaluation)
+# Reproduce openclap-mini with openclap's own trainer (`openclap train configs/openclap-mini.yaml`), pick its
+# zero-shot prompt templates on the validation clips, evaluate it on the test splits with `openclap eval`,
+# and (with --install) copy it into the package's bundled model folder.
+#   bash scripts/train_openclap_mini.sh [RUN_DIR] [--install]     (~25-45 min training + ~5 min evaluation)
 # Needs ../shared/data (FSDD, ESC-10, instruments) and the venv with openclap installed (pip install -e .).
+# SKIP_TRAIN=1: only choose templates and evaluate an existing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR="${1:-runs/openclap-mini}"
 INSTALL="${2:-}"
+RECIPE=configs/openclap-mini.yaml
 DATA=../shared/data
-if [ -z "${SKIP_TRAIN:-}" ]; then  # SKIP_TRAIN=1: only evaluate an existing run
-  python scripts/train_openclap_mini.py configs/openclap-mini.yaml --run-dir "$RUN_DIR"
+if [ -z "${SKIP_TRAIN:-}" ]; then
+  openclap train "$RECIPE" --run-dir "$RUN_DIR"
 fi
 MODEL="$RUN_DIR/final"
-cp "$RUN_DIR/templates.json" "$MODEL/templates.json"
-tpl() { python -c "import json,sys; print(json.load(open('$RUN_DIR/templates.json'))[sys.argv[1]])" "$1"; }
 mkdir -p "$RUN_DIR/eval"
 ev() { openclap eval "$@" --model "$MODEL" --cache-dir "$RUN_DIR/eval/cache" --no-progress --json; }
-# the held-out speaker: its test clips and its (never trained on) train clips, as one manifest each
-python - "$DATA/fsdd/manifest.csv" "$RUN_DIR/eval" <<'PY'
+
+# ---- validation manifests (never the test splits): the recipe's held-out ESC-10 and instrument clips, and
+# every train-split clip of the held-out FSDD speaker yweweler (450; the recipe validates on 100 of them)
+python - "$RECIPE" "$DATA/fsdd/manifest.csv" "$RUN_DIR/eval" <<'PY'
 import csv, sys
 from pathlib import Path
-src, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
-rows = [r for r in csv.DictReader(open(src, newline="")) if r["speaker"] == "yweweler"]
-for r in rows:
-    r["path"] = str(src.parent / r["path"])
-with open(out / "fsdd-yweweler.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+from openclap_train.config import load_config
+from openclap_train.data import read_manifest
+
+recipe, fsdd, out = load_config(sys.argv[1]), Path(sys.argv[2]).resolve(), Path(sys.argv[3])
+
+def write(name, manifest, keep):
+    manifest = Path(manifest).resolve()
+    rows = [r for r in csv.DictReader(open(manifest, newline="")) if keep(r, str(manifest.parent / r["path"]))]
+    for r in rows:
+        r["path"] = str(manifest.parent / r["path"])
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+for spec in recipe.val_manifest:
+    if spec.display_name.startswith(("esc10", "instruments")):
+        paths = {str(Path(s.path).resolve()) for s in read_manifest(spec)}
+        write(spec.display_name, spec.path, lambda r, p: p in paths)
+# the held-out speaker: all his clips (the split column tells train-split from test-split ones)
+write("fsdd-yweweler", fsdd, lambda r, p: r["speaker"] == "yweweler")
 PY
+
+# ---- templates: the best candidate per set on validation -> templates.json (beside the weights)
+python - "$RUN_DIR" "$MODEL" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+
+run, model = Path(sys.argv[1]), sys.argv[2]
+ev = run / "eval"
+candidates = {
+    "fsdd": ["{}", "the sound of {}", "a man says the number {}", "the spoken digit {}", "a male voice saying {}"],
+    "esc10": ["{}", "the sound of {}", "this is the sound of {}", "a {}", "the sound of a {}"],
+    "instruments": ["{}", "the sound of {}", "the sound of a {} note", "a single note on the {}"],
+    "family": ["{}", "a note played on a {} instrument", "the sound of a {} instrument", "a {} instrument"],
+}
+sets = {"fsdd": (ev / "fsdd-yweweler.csv", "train", []), "esc10": (ev / "esc10-val.csv", None, []),
+        "instruments": (ev / "instruments-val.csv", None, []),
+        "family": (ev / "instruments-val.csv", None, ["--label-column", "family"])}
+chosen, table = {}, {}
+for name, (manifest, split, extra) in sets.items():
+    table[name] = {}
+    for template in candidates[name]:
+        cmd = ["openclap", "eval", "zeroshot", "--manifest", str(manifest), "--template", template, "--model", model,
+               "--cache-dir", str(ev / "cache"), "--no-progress", "--json", *extra]
+        if split:
+            cmd += ["--split", split]
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        table[name][template] = out["results"][0]["metrics"]["accuracy"]
+    chosen[name] = max(candidates[name], key=lambda t: table[name][t])  # ties: the earlier candidate
+    print(f"{name}: {chosen[name]!r} ({100 * table[name][chosen[name]]:.1f} % on validation)")
+(run / "val_templates.json").write_text(json.dumps(table, indent=2) + "\n")
+(run / "templates.json").write_text(json.dumps(chosen, indent=2) + "\n")
+PY
+cp "$RUN_DIR/templates.json" "$MODEL/templates.json"
+tpl() { python -c "import json,sys; print(json.load(open('$RUN_DIR/templates.json'))[sys.argv[1]])" "$1"; }
+
+# ---- test splits (first read here)
 ev zeroshot --manifest "$DATA/fsdd/manifest.csv" --split test --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd.json"
 ev zeroshot --manifest "$RUN_DIR/eval/fsdd-yweweler.csv" --split test --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd-yweweler-test.json"
 ev zeroshot --manifest "$RUN_DIR/eval/fsdd-yweweler.csv" --split train --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd-yweweler-train.json"
@@ -38,6 +90,17 @@ ev zeroshot --manifest "$DATA/instruments/manifest.csv" --split test --label-col
 for set in fsdd esc10 instruments; do
   ev retrieval --manifest "$DATA/$set/manifest.csv" --split test > "$RUN_DIR/eval/retrieval-$set.json"
 done
+python - "$RUN_DIR/eval" <<'PY'
+import json, sys
+from pathlib import Path
+for f in sorted(Path(sys.argv[1]).glob("*.json")):
+    m = json.loads(f.read_text())["results"][0]["metrics"]
+    if "accuracy" in m:
+        print(f"{f.stem:22s} zero-shot accuracy {100 * m['accuracy']:5.1f} %")
+    else:
+        print(f"{f.stem:22s} t2a R@1 {100 * m['text_to_audio']['R@1']:5.1f} %  a2t R@1 {100 * m['audio_to_text']['R@1']:5.1f} %")
+PY
+
 if [ "$INSTALL" = "--install" ]; then
   DEST=src/openclap/assets/models/openclap-mini
   rm -rf "$DEST" && mkdir -p "$DEST" && cp -r "$MODEL"/. "$DEST"/

@@ -3,7 +3,7 @@
 The accuracy check uses the 17 demo clips shipped in ``src/openclap/assets/demo`` (10 ESC-10 sounds, 2
 spoken digits, 5 instrument notes), scored against their own label sets (10 ESC-10 classes, 10 digits,
 12 instrument families) with the prompt templates stored beside the weights (chosen on the validation
-split, see docs/openclap-mini.md). The threshold is a sanity margin, not a tuned number: see the test.
+split, see docs/openclap-mini.md). The threshold is a sanity margin below the measured figure, not a tuned number: see the test.
 """
 
 from __future__ import annotations
@@ -89,10 +89,10 @@ def test_classifies_demo_clips_well_above_chance(mini):
         correct += sum(p == t for p, t in zip(predicted, truth))
         chances += [1 / len(labels)] * len(clips)
     n = len(rows)
-    # 17 clips; guessing gets ~1.6 right. Threshold 5/17: a chance-level model reaches it with probability
-    # ~2 %, while the measured test accuracies (docs/openclap-mini.md: ESC-10 39 %, FSDD 87 %, family 25 %)
-    # predict ~7/17 (the shipped model gets 7). A sanity check that the weights and prompts are the
-    # trained ones, not a benchmark.
+    # 17 clips; guessing gets ~1.6 right. The measured test accuracies (docs/openclap-mini.md: ESC-10 75 %,
+    # FSDD 92 %, family 57 %) predict ~12.2/17 (10 x 0.75 + 2 x 0.92 + 5 x 0.57; the shipped weights get
+    # 12). Threshold 8/17: a margin for a retrain of the same recipe, and a chance-level model reaches it
+    # with probability < 1e-4. A check that the weights and prompts are the trained ones, not a benchmark.
     assert n == 17 and sum(chances) < 2
-    assert _tail_at_chance(chances, 5) < 0.03
-    assert correct >= 5, f"only {correct}/{n} demo clips classified correctly"
+    assert _tail_at_chance(chances, 8) < 1e-4
+    assert correct >= 8, f"only {correct}/{n} demo clips classified correctly"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def test_config_unknown_keys_types_and_overrides(tmp_path):
 
 def test_shipped_recipes_parse():
     configs = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("small-shared-data.yaml", "finetune-freeze-text.yaml"):
+    for name in ("small-shared-data.yaml", "finetune-freeze-text.yaml", "openclap-mini.yaml"):
         load_config(configs / name).require_data()
 
 
@@ -141,6 +142,40 @@ def test_dataset_crops_are_per_sample_deterministic_and_bad_files_skipped(tmp_pa
     assert torch.equal(augment_wave(w, AugmentConfig(), g), w)
 
 
+def test_caption_pool_extra_captions_repeat_and_groups(shared_data):
+    esc = shared_data / "esc10/manifest.csv"
+    spec = ManifestSpec(path=str(esc), split="train", include={"fold": ["1"]}, caption_pool="label",
+                        extra_captions=["<{label}>", "<{label}, fold {fold}>"], extra_caption_prob=0.25, repeat=2)
+    samples = read_manifest(spec)
+    plain = read_manifest(ManifestSpec(path=str(esc), split="train", include={"fold": ["1"]}))
+    assert len(samples) == 2 * len(plain) == 158 and samples[79].path == samples[0].path  # repeat
+    waves = next(s for s in samples if "sea_waves" in s.path)
+    assert waves.extras == ("<sea waves>", "<sea waves, fold 1>")  # filled as prompts write class names
+    audio = get_model_config("tiny").audio
+    ds = ManifestDataset(samples, audio, seed=0)
+    # label groups: one id per (manifest, label), equal for the repeated copy
+    assert len(set(ds.groups)) == 10 and ds.groups[0] == ds.groups[79]
+    assert ds.groups == [ds.groups[samples.index(next(t for t in samples if t.label == s.label))] for s in samples]
+    i = samples.index(waves)
+    pool = {s.caption for s in plain if s.label == "sea_waves"}
+    drawn = [ds[(epoch, i)]["caption"] for epoch in range(60)]
+    assert drawn == [ds[(epoch, i)]["caption"] for epoch in range(60)]  # per-sample generator: reproducible
+    extra = [c for c in drawn if c in waves.extras]
+    assert set(drawn) <= pool | set(waves.extras) and len(set(drawn) & pool) >= 4  # several class captions
+    assert 5 <= len(extra) <= 25  # extra_caption_prob 0.25 of 60 draws (15 expected)
+    assert ds[(0, i)]["group"] == ds.groups[i]
+    # defaults: the row's own caption, no extra draws (so default runs are unchanged)
+    base = ManifestDataset(plain, audio, seed=0)
+    j = [s.path for s in plain].index(waves.path)
+    assert {base[(e, j)]["caption"] for e in range(3)} == {plain[j].caption}
+    with pytest.raises(ValueError, match="cannot be filled"):
+        read_manifest(ManifestSpec(path=str(esc), extra_captions=["{colour}"], extra_caption_prob=0.5))
+    with pytest.raises(ValueError, match="caption_pool column 'colour'"):
+        read_manifest(ManifestSpec(path=str(esc), caption_pool="colour"))
+    with pytest.raises(TrainConfigError, match="needs extra_captions"):
+        ManifestSpec(path=str(esc), extra_caption_prob=0.5)
+
+
 # ------------------------------------------------------------------------------------ end to end
 def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
     val = {"path": str(shared_data / "fsdd/manifest.csv"), "split": "test", "include": {"take": ["0"]}, "name": "digits"}
@@ -160,6 +195,7 @@ def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
     pipe = openclap.load(run / "final")
     vocab = pipe.tokenizer.vocab_size  # trained BPE: at most the requested 320 tokens on 16 captions
     assert 257 < vocab <= 320 and pipe.config.text.transformer["vocab_size"] == vocab
+    assert json.loads((run / "final/config.json").read_text())["text"]["tokenizer"] == "tokenizer"  # no run path
     emb = pipe.embed_audio([str(shared_data / "fsdd/audio/0_jackson_0.flac")])
     saved = load_file(str(run / "final/model.safetensors"))
     assert torch.equal(saved["logit_scale"], state["model"]["logit_scale"])
@@ -183,6 +219,25 @@ def test_finetune_with_frozen_text_tower(tmp_path, shared_data):
     assert not torch.equal(before["text_projection.linear1.weight"], after["text_projection.linear1.weight"])
     pipe = openclap.load(tmp_path / "run/final")
     assert pipe.embed_text(["a dog barks"]).shape == (1, 64)
+
+
+def test_label_positives_run_is_reproducible_with_the_same_seed(tmp_path, shared_data):
+    """The openclap-mini recipe's extras (positives: label, caption pools, extra captions, repeat) on the
+    tiny model: the same seed gives bitwise the same losses and weights, another seed does not."""
+    spec = {"path": str(shared_data / "fsdd/manifest.csv"), "split": "train", "include": {"take": ["10"]},
+            "max_items": 12, "repeat": 2,  # 3 digits x 4 speakers, listed twice
+            "caption_pool": "label", "extra_captions": ["{label}"], "extra_caption_prob": 0.3}
+    outs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = write_yaml(tmp_path / f"{name}.yaml", tiny_recipe(shared_data, train_manifest=[spec], max_steps=3,
+                                                               positives="label", seed=seed, save_every=3))
+        assert main([str(cfg), "--run-dir", str(tmp_path / name)]) == 0
+        losses = [json.loads(x)["loss"] for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        outs.append((losses, load_file(str(tmp_path / name / "final/model.safetensors"))))
+    (la, wa), (lb, wb), (lc, wc) = outs
+    assert len(la) == 3 and la == lb and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert la != lc and not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert all(math.isfinite(x) and x > 0 for x in la)
 
 
 def test_bad_config_exits_with_usage_code(tmp_path, capsys):

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MAX_LOGIT_SCALE", "ClipLoss", "gather_features"]
+__all__ = ["MAX_LOGIT_SCALE", "ClipLoss", "gather_features", "gather_labels", "positive_mask"]
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -62,12 +62,43 @@ def gather_features(features: torch.Tensor, rank: int, world_size: int) -> torch
     return _GatherWithGrad.apply(features, rank, world_size)
 
 
+def gather_labels(labels: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """(B_local, ...) integer labels on each rank -> (world_size * B_local, ...), rank order (no gradient)."""
+    if world_size == 1:
+        return labels
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(f"world_size={world_size} but torch.distributed is not initialised")
+    parts = [torch.empty_like(labels) for _ in range(world_size)]
+    dist.all_gather(parts, labels.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def positive_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(N,) or (N, K) integer labels -> (N, N) bool: pairs that agree in at least one of the K columns.
+
+    The diagonal is always positive (a clip and its own caption).
+    """
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (N,) or (N, K), got shape {tuple(labels.shape)}")
+    mask = (labels[:, None, :] == labels[None, :, :]).any(-1)  # (N, N)
+    return mask | torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+
+
 class ClipLoss(nn.Module):
     """Symmetric cross-entropy over the (global) audio-text similarity matrix.
 
     ``forward(audio_embeds (B, D), text_embeds (B, D), logit_scale ())`` with L2-normalised embeddings
     and ``logit_scale`` the *log* inverse temperature (the model parameter); returns the scalar loss
     ``(CE(logits_per_audio) + CE(logits_per_text)) / 2`` over the global batch.
+
+    Multi-positive form: ``forward(..., labels=L)`` with ``L`` (B,) or (B, K) integers (gathered like the
+    features) treats every pair ``(i, j)`` whose labels agree in some column as a positive: the target of
+    row ``i`` is uniform over its positives ``P_i``, so the audio-side term is
+    ``-mean_i (1/|P_i|) sum_{j in P_i} log softmax_j(logits_i)``, and the text side the same on the
+    transposed logits (the mask is symmetric). With all labels distinct it equals the plain loss. (The
+    soft-target form of supervised contrastive learning, Khosla et al. 2020, applied across modalities.)
     """
 
     def __init__(self, rank: int = 0, world_size: int = 1, max_scale: float = MAX_LOGIT_SCALE) -> None:
@@ -91,10 +122,22 @@ class ClipLoss(nn.Module):
         return scale * audio_all @ text_all.T  # (N, N)
 
     def forward(
-        self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor
+        self,
+        audio_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        logit_scale: torch.Tensor,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         logits_per_audio = self.logits(audio_embeds, text_embeds, logit_scale)
         # half-precision logits (autocast) are scored in float32; float64 stays float64
         logits = logits_per_audio.to(torch.promote_types(logits_per_audio.dtype, torch.float32))
-        target = torch.arange(logits.shape[0], device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        if labels is None:
+            target = torch.arange(logits.shape[0], device=logits.device)
+            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        if labels.shape[0] != audio_embeds.shape[0]:
+            raise ValueError(f"labels have {labels.shape[0]} rows for a batch of {audio_embeds.shape[0]}")
+        mask = positive_mask(gather_labels(labels.to(logits.device), self.rank, self.world_size))  # (N, N)
+        soft = mask.to(logits.dtype) / mask.sum(1, keepdim=True)  # row i: uniform over its positives
+        per_audio = -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
+        per_text = -(soft * F.log_softmax(logits.T, dim=1)).sum(1).mean()  # mask symmetric: soft.T rows = soft
+        return 0.5 * (per_audio + per_text)

@@ -40,6 +40,17 @@ class ManifestSpec:
     ``include``/``exclude`` keep/drop rows whose column value is (not) in the given list, e.g.
     ``exclude: {source_id: [fsdd:theo]}``. ``name`` labels validation metrics (default: the folder name).
     ``template`` is the zero-shot prompt for this set (default: the run's ``zeroshot_template``).
+
+    Training-only extras (all off by default):
+
+    * ``repeat``: list the (filtered) rows this many times per epoch, to up-weight a small set; each copy
+      is a separate item (own crop, own augmentation).
+    * ``caption_pool``: a column name; each time a row is drawn, its caption is replaced by one drawn
+      uniformly from the captions of this manifest's rows with the same value in that column (e.g.
+      ``label``: any caption written for the same class), from the sample's own generator.
+    * ``extra_captions`` / ``extra_caption_prob``: caption templates filled from the row's columns (e.g.
+      ``"{label}"``, ``"a note played on a {family} instrument"``); with probability ``extra_caption_prob``
+      one of them (uniformly) is used instead of the (pooled) caption.
     """
 
     path: str
@@ -49,6 +60,22 @@ class ManifestSpec:
     name: str | None = None
     template: str | None = None
     max_items: int | None = None
+    repeat: int = 1
+    caption_pool: str | None = None
+    extra_captions: list[str] = field(default_factory=list)
+    extra_caption_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1 or not 0 <= self.extra_caption_prob <= 1:
+            raise TrainConfigError(f"manifest {self.path}: need repeat >= 1 and 0 <= extra_caption_prob <= 1, "
+                                   f"got repeat={self.repeat}, extra_caption_prob={self.extra_caption_prob}")
+        if self.extra_caption_prob > 0 and not self.extra_captions:
+            raise TrainConfigError(f"manifest {self.path}: extra_caption_prob > 0 needs extra_captions "
+                                   "(templates such as '{label}')")
+
+    @property
+    def uses_caption_extras(self) -> bool:
+        return self.caption_pool is not None or self.extra_caption_prob > 0
 
     @property
     def is_shards(self) -> bool:
@@ -103,6 +130,10 @@ class TrainConfig:
     cache_audio: bool = True  # keep decoded training clips in memory (per worker process)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     shuffle_buffer: int = 0  # WebDataset only: size of the (seeded) shuffle buffer
+    # contrastive positives: "index" = only a clip's own caption (InfoNCE, the paper's loss); "label" =
+    # also every pair in the batch with the same manifest label (per manifest) or the same caption text
+    # (multi-positive InfoNCE: same-class pairs are not pushed apart as false negatives)
+    positives: Literal["index", "label"] = "index"
     # ---- optimisation
     batch_size: int = 32  # global: summed over processes and accumulation steps
     grad_accum: int = 1
@@ -146,6 +177,7 @@ class TrainConfig:
             (self.optimizer in ("adamw", "adam"), f"optimizer must be adamw or adam, got {self.optimizer!r}"),
             (self.schedule in ("cosine", "plateau", "constant"),
              f"schedule must be cosine, plateau or constant, got {self.schedule!r}"),
+            (self.positives in ("index", "label"), f"positives must be index or label, got {self.positives!r}"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {self.precision!r}"),
             (self.batchnorm in ("train", "frozen", "sync"),
              f"batchnorm must be train, frozen or sync, got {self.batchnorm!r}"),

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from openclap.audio.io import AudioLoadError, load_audio
 from openclap.audio.windows import random_crop
 from openclap.config import AudioConfig
+from openclap.eval.datasets.base import clean_class_name
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train.config import AugmentConfig, ManifestSpec
 
@@ -45,11 +46,37 @@ AUDIO_KEYS = ("flac", "wav", "ogg", "mp3", "opus")  # WebDataset member extensio
 
 @dataclass(frozen=True)
 class Sample:
-    """One manifest row: an absolute audio path, its caption and (optional) label."""
+    """One manifest row: an absolute audio path, its caption and (optional) label.
+
+    Training extras (see ``ManifestSpec``): ``source`` is the manifest the row came from (labels are
+    compared within one manifest), ``pool`` the key of its caption pool, ``extras`` its filled-in extra
+    captions, drawn with probability ``extra_prob``.
+    """
 
     path: str
     caption: str
     label: str | None = None
+    source: str = ""
+    pool: str | None = None
+    extras: tuple[str, ...] = ()
+    extra_prob: float = 0.0
+
+
+def display_value(value: Any) -> str:
+    """A column value as prompts write class names: underscores to spaces, lower case (``sea_waves`` ->
+    ``sea waves``), the same cleaning the zero-shot evaluation applies to labels."""
+    return clean_class_name(str(value))
+
+
+def _extra_captions(spec: ManifestSpec, row: dict[str, Any], where: str) -> tuple[str, ...]:
+    out = []
+    for template in spec.extra_captions:
+        try:
+            out.append(template.format(**{k: display_value(v) for k, v in row.items() if k is not None}))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{where}: extra caption {template!r} cannot be filled from the columns "
+                             f"{sorted(k for k in row if k is not None)} ({exc!r}); name columns as {{label}}") from exc
+    return tuple(out)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -91,9 +118,18 @@ def read_manifest(spec: ManifestSpec | str) -> list[Sample]:
         audio = Path(row["path"])
         if not audio.is_absolute():
             audio = path.parent / audio
-        out.append(Sample(str(audio), caption if caption is not None else str(label), label))
+        pool = None
+        if spec.caption_pool is not None:
+            if spec.caption_pool not in row:
+                raise ValueError(f"manifest {path}: caption_pool column {spec.caption_pool!r} is missing "
+                                 f"(columns: {sorted(k for k in row if k is not None)})")
+            pool = f"{path}|{spec.caption_pool}={row[spec.caption_pool]}"
+        extras = _extra_captions(spec, row, f"manifest {path}, row {n + 1}") if spec.extra_captions else ()
+        out.append(Sample(str(audio), caption if caption is not None else str(label), label, str(path), pool,
+                          extras, spec.extra_caption_prob))
     if spec.max_items is not None:
         out = out[: spec.max_items]
+    out = out * spec.repeat
     if not out:
         raise ValueError(f"manifest {path} has no rows left after the filters (split={spec.split!r}, "
                          f"include={spec.include}, exclude={spec.exclude})")
@@ -144,6 +180,16 @@ class ManifestDataset(Dataset):
         self.augment = augment or AugmentConfig()
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self._bad: set[int] = set()
+        # caption pools (captions of all rows sharing a column value) and label groups (for positives)
+        self.pools: dict[str, list[str]] = {}
+        for s in self.samples:
+            if s.pool is not None:
+                self.pools.setdefault(s.pool, []).append(s.caption)
+        keys = sorted({(s.source, s.label) for s in self.samples if s.label is not None})
+        ids = {k: i for i, k in enumerate(keys)}
+        # a row without a label is its own group: -(index + 1), never equal to another row's id
+        self.groups = [ids[(s.source, s.label)] if s.label is not None else -(i + 1)
+                       for i, s in enumerate(self.samples)]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -178,7 +224,13 @@ class ManifestDataset(Dataset):
         generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         j, wave = self._readable(index)
         crop = self._crop(wave, generator)
-        caption = self.samples[j].caption
+        sample = self.samples[j]
+        caption = sample.caption
+        if sample.pool is not None:  # generator draws only when the extra is on: default runs are unchanged
+            pool = self.pools[sample.pool]
+            caption = pool[int(torch.randint(0, len(pool), (), generator=generator))]
+        if sample.extra_prob > 0 and float(torch.rand((), generator=generator)) < sample.extra_prob:
+            caption = sample.extras[int(torch.randint(0, len(sample.extras), (), generator=generator))]
         if self.augment.enabled:
             other = None
             if self.augment.mix_prob > 0 and float(torch.rand((), generator=generator)) < self.augment.mix_prob:
@@ -187,7 +239,7 @@ class ManifestDataset(Dataset):
                 if self.augment.mix_join:
                     caption = caption + self.augment.mix_join + self.samples[k].caption
             crop = augment_wave(crop, self.augment, generator, other)
-        return {"waveform": crop, "caption": caption, "index": j}
+        return {"waveform": crop, "caption": caption, "index": j, "group": self.groups[j]}
 
 
 class EpochBatchSampler:
@@ -249,6 +301,8 @@ class Collator:
             "captions": [it["caption"] for it in items],
             "index": torch.tensor([it.get("index", -1) for it in items]),
             "keys": [it.get("key", "") for it in items],
+            # label group of each item (manifest data); shards have none: -1
+            "group": torch.tensor([it.get("group", -1) for it in items], dtype=torch.long),
         }
 
 

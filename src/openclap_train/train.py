@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,9 @@ def _captions(config: TrainConfig) -> list[str]:
     if any(s.is_shards for s in config.train_manifest):
         raise TrainConfigError("tokenizer: train needs CSV/JSONL train manifests (captions of shards are not scanned); "
                                "train it once with `openclap tokenizer train` and pass the directory")
-    return [s.caption for spec in config.train_manifest for s in read_manifest(spec)]
+    samples = [s for spec in config.train_manifest for s in read_manifest(spec)]
+    # every caption the text tower can see: the rows' own (pools draw from these) and their extra captions
+    return [s.caption for s in samples] + [c for s in samples for c in s.extras]
 
 
 def prepare_model(config: TrainConfig, run_dir: Path, info: DistInfo) -> tuple[ClapModel, TextTokenizer]:
@@ -292,6 +296,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: str | None, info: DistInf
 
     # ---- data
     if all(s.is_shards for s in config.train_manifest):
+        if config.positives != "index" or any(s.uses_caption_extras or s.repeat > 1 for s in config.train_manifest):
+            raise TrainConfigError("positives: label, caption_pool, extra_captions and repeat need CSV/JSONL "
+                                   "manifests (shards carry no label columns); remove them or use manifests")
         if config.max_steps is None:
             raise TrainConfigError("WebDataset shards need max_steps (the stream has no fixed epoch length)")
         steps_per_epoch, total_steps = None, config.max_steps
@@ -374,7 +381,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: str | None, info: DistInf
                         batch["input_ids"].to(device, non_blocking=True),
                         batch["attention_mask"].to(device, non_blocking=True),
                     )
-                    loss = loss_fn(out.audio_embeds, out.text_embeds, raw_model.logit_scale)
+                    labels = positive_labels(batch, device) if config.positives == "label" else None
+                    loss = loss_fn(out.audio_embeds, out.text_embeds, raw_model.logit_scale, labels)
                 scaler.scale(loss / config.grad_accum).backward()
             step_loss += loss.item() / config.grad_accum
         if config.grad_clip is not None:
@@ -449,11 +457,21 @@ def _train(config: TrainConfig, run_dir: Path, resume: str | None, info: DistInf
         export = copy.deepcopy(raw_model).cpu()
         if config.batchnorm == "sync" and info.enabled:
             export = _revert_sync_batchnorm(export)
+        if export.config.text.tokenizer is not None:  # the copy in final/tokenizer, not this run's folder
+            text = dataclasses.replace(export.config.text, tokenizer=TOKENIZER_DIR)
+            export.config = dataclasses.replace(export.config, text=text)
         ClapPipeline(export, tokenizer).save_pretrained(final_dir)
         logger.info("saved the final model to %s (openclap.load(%r) reads it)", final_dir, str(final_dir))
     writer.close()
     barrier(info)
     return TrainResult(run_dir, step, final_dir, last)
+
+
+def positive_labels(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """(B, 2) labels for ``positives: label``: the item's label group (per manifest) and a hash of its
+    caption text, so that pairs of the same class or with the same caption count as positives."""
+    captions = torch.tensor([zlib.crc32(c.encode("utf-8")) for c in batch["captions"]], dtype=torch.long)
+    return torch.stack([batch["group"], captions], dim=1).to(device)
 
 
 def _revert_sync_batchnorm(module: nn.Module) -> nn.Module:
