@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,25 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "esc10" / "audio").is_dir():
         pytest.skip(f"real-audio data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def write_esc10_caption_manifest(shared_data: Path):
+    """``write(path, n_train=12, n_test=4) -> (path, train_rows, test_rows)``: a path,caption,split
+    manifest of real ESC-10 clips; the rows are dicts with absolute ``path``, ``caption`` and ``split``."""
+
+    def write(path: Path, n_train: int = 12, n_test: int = 4) -> tuple[Path, list[dict], list[dict]]:
+        with open(shared_data / "esc10" / "manifest.csv", newline="") as f:
+            rows = [
+                {"path": str(shared_data / "esc10" / r["path"]), "caption": r["caption"], "split": r["split"]}
+                for r in csv.DictReader(f)
+            ]
+        train = [r for r in rows if r["split"] == "train"][:n_train]
+        test = [r for r in rows if r["split"] == "test"][:n_test]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["path", "caption", "split"])
+            w.writeheader()
+            w.writerows(train + test)
+        return path, train, test
+
+    return write

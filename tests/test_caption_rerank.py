@@ -3,9 +3,7 @@ captions, the trainer's choice of decoding on a validation split, and `openclap 
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,22 +24,11 @@ BEAM = 6
 
 
 @pytest.fixture(scope="module")
-def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(write_esc10_caption_manifest, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("rerank")
     cfg = get_model_config("tiny")
     clap_dir = ClapPipeline(create_model(cfg, seed=3), TextTokenizer(cfg.text)).save_pretrained(root / "clap")
-    with open(shared_data / "esc10" / "manifest.csv") as f:
-        rows = list(csv.DictReader(f))
-    train = [r for r in rows if r["split"] == "train"][:12]
-    test = [r for r in rows if r["split"] == "test"][:4]
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "caption", "split"])
-        w.writeheader()
-        for r in train + test:
-            w.writerow(
-                {"path": str(shared_data / "esc10" / r["path"]), "caption": r["caption"], "split": r["split"]}
-            )
+    manifest, train, test = write_esc10_caption_manifest(root / "manifest.csv")
     tcfg = CaptionTrainConfig(
         clap=str(clap_dir),
         mapper={"prefix_length": 4, "clip_length": 4, "num_layers": 1, "num_heads": 2},
@@ -51,7 +38,7 @@ def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     model, tokenizer = build_caption_model(tcfg)
     pipe = CaptionPipeline(model.eval(), tokenizer, reranker=ClapReranker.load(clap_dir))
-    paths = [str(shared_data / "esc10" / r["path"]) for r in test]
+    paths = [r["path"] for r in test]
     return {
         "root": root,
         "clap": clap_dir,
@@ -59,7 +46,7 @@ def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "pipe": pipe,
         "paths": paths,
         "embeds": pipe.audio.embed_audio(paths),
-        "train": [(str(shared_data / "esc10" / r["path"]), r["caption"]) for r in train],
+        "train": [(r["path"], r["caption"]) for r in train],
     }
 
 

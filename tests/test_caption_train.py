@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -21,22 +20,11 @@ from openclap_train.config import ManifestSpec, TrainConfigError
 
 
 @pytest.fixture(scope="module")
-def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(write_esc10_caption_manifest, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("captrain")
     cfg = get_model_config("tiny")
     clap_dir = ClapPipeline(create_model(cfg), TextTokenizer(cfg.text)).save_pretrained(root / "clap")
-    with open(shared_data / "esc10" / "manifest.csv") as f:
-        rows = list(csv.DictReader(f))
-    train = [r for r in rows if r["split"] == "train"][:12]
-    test = [r for r in rows if r["split"] == "test"][:4]
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "caption", "split"])
-        w.writeheader()
-        for r in train + test:
-            w.writerow(
-                {"path": str(shared_data / "esc10" / r["path"]), "caption": r["caption"], "split": r["split"]}
-            )
+    manifest, _, _ = write_esc10_caption_manifest(root / "manifest.csv")
     return {"root": root, "clap": str(clap_dir), "manifest": str(manifest)}
 
 

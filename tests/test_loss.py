@@ -112,23 +112,18 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         local_a = raw_a[rank * b : (rank + 1) * b].clone().requires_grad_(True)
         local_t = raw_t[rank * b : (rank + 1) * b].clone().requires_grad_(True)
         scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
-        loss = ClipLoss(rank, world_size)(F.normalize(local_a, dim=-1), F.normalize(local_t, dim=-1), scale)
-        loss.backward()
-        torch.save(
-            {"loss": loss.detach(), "ga": local_a.grad, "gt": local_t.grad, "gs": scale.grad},
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-        # multi-positive: the labels are gathered like the features
-        for x in (local_a, local_t, scale):
-            x.grad = None
-        local_labels = LABELS[rank * b : (rank + 1) * b]
-        loss = ClipLoss(rank, world_size)(F.normalize(local_a, dim=-1), F.normalize(local_t, dim=-1), scale,
-                                          labels=local_labels)
-        loss.backward()
-        torch.save(
-            {"loss": loss.detach(), "ga": local_a.grad, "gt": local_t.grad, "gs": scale.grad},
-            os.path.join(out_dir, f"labels_rank{rank}.pt"),
-        )
+        # plain, then multi-positive (the labels are gathered like the features)
+        for prefix, labels in (("", None), ("labels_", LABELS[rank * b : (rank + 1) * b])):
+            for x in (local_a, local_t, scale):
+                x.grad = None
+            loss = ClipLoss(rank, world_size)(
+                F.normalize(local_a, dim=-1), F.normalize(local_t, dim=-1), scale, labels=labels
+            )
+            loss.backward()
+            torch.save(
+                {"loss": loss.detach(), "ga": local_a.grad, "gt": local_t.grad, "gs": scale.grad},
+                os.path.join(out_dir, f"{prefix}rank{rank}.pt"),
+            )
     finally:
         dist.destroy_process_group()
 
@@ -140,26 +135,18 @@ def test_two_gloo_processes_match_one(tmp_path):
     raw_a.requires_grad_(True)
     raw_t.requires_grad_(True)
     scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
-    ref = _naive_loss(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), scale)
-    ref.backward()
     b = raw_a.shape[0] // world_size
-    for rank in range(world_size):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
-        assert got["loss"].item() == pytest.approx(ref.item(), rel=1e-12)
-        # each rank's local gradient is world_size * dL/d(local); DDP's averaging divides it back
-        sl = slice(rank * b, (rank + 1) * b)
-        torch.testing.assert_close(got["ga"] / world_size, raw_a.grad[sl], rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(got["gt"] / world_size, raw_t.grad[sl], rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(got["gs"], scale.grad, rtol=1e-10, atol=1e-12)
-    # multi-positive loss: the same equivalence
-    for x in (raw_a, raw_t, scale):
-        x.grad = None
-    ref = ClipLoss()(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), scale, labels=LABELS)
-    ref.backward()
-    for rank in range(world_size):
-        got = torch.load(tmp_path / f"labels_rank{rank}.pt")
-        assert got["loss"].item() == pytest.approx(ref.item(), rel=1e-12)
-        sl = slice(rank * b, (rank + 1) * b)
-        torch.testing.assert_close(got["ga"] / world_size, raw_a.grad[sl], rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(got["gt"] / world_size, raw_t.grad[sl], rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(got["gs"], scale.grad, rtol=1e-10, atol=1e-12)
+    # plain loss against the naive formula, then the multi-positive loss against one process
+    for prefix, reference in (("", _naive_loss), ("labels_", lambda a, t, s: ClipLoss()(a, t, s, labels=LABELS))):
+        for x in (raw_a, raw_t, scale):
+            x.grad = None
+        ref = reference(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), scale)
+        ref.backward()
+        for rank in range(world_size):
+            got = torch.load(tmp_path / f"{prefix}rank{rank}.pt", weights_only=True)
+            assert got["loss"].item() == pytest.approx(ref.item(), rel=1e-12)
+            # each rank's local gradient is world_size * dL/d(local); DDP's averaging divides it back
+            sl = slice(rank * b, (rank + 1) * b)
+            torch.testing.assert_close(got["ga"] / world_size, raw_a.grad[sl], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(got["gt"] / world_size, raw_t.grad[sl], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(got["gs"], scale.grad, rtol=1e-10, atol=1e-12)
