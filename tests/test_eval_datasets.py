@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from openclap.eval.cache import EmbeddingCache
 from openclap.eval.datasets import DATASETS, DatasetLayoutError, Manifest, get_adapter, load_dataset
@@ -22,14 +21,7 @@ from openclap.eval.datasets.base import MULTI_LABEL, RETRIEVAL, SINGLE_LABEL
 from openclap.eval.retrieval import retrieval
 from openclap.eval.zero_shot import zero_shot
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model and the probe make many small calls: one intra-op thread is faster on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

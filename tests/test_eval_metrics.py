@@ -29,13 +29,7 @@ def test_accuracy_per_class_and_confusion_by_hand():
     assert math.isnan(per_class[3])  # class 3 has no items
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model and the probe make many small calls: one intra-op thread is faster on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_classification_metrics_reject_bad_input():

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from openclap.eval.datasets import Manifest
 from openclap.eval.linear_probe import (
@@ -22,13 +21,7 @@ from openclap.eval.runner import evenly_spaced
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model and the probe make many small calls: one intra-op thread is faster on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blobs(seed: int, n: int = 240, dim: int = 16, classes: int = 4, spread: float = 0.5):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from openclap.eval import metrics
 from openclap.eval.cache import EmbeddingCache, embed_files, pipeline_fingerprint
@@ -27,13 +26,7 @@ PERMUTATIONS = 2000
 ALPHA = 1e-3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model and the probe make many small calls: one intra-op thread is faster on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ from openclap.model import ClapModel
 from openclap.pipeline import ClapPipeline
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
-from openclap_train.config import ManifestSpec, TrainConfigError, build
+from openclap_train.config import ManifestSpec, TrainConfigError, build, plain_data
 from openclap_train.data import ManifestDataset, read_manifest, sample_seed
 
 logger = logging.getLogger("openclap_train.captioning")
@@ -420,7 +420,7 @@ def train_captioning(
     run.mkdir(parents=True, exist_ok=True)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    (run / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+    (run / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_caption_model(cfg)
     params = set_trainable(model, cfg.train)
@@ -526,7 +526,7 @@ def train_captioning(
                     "optimizer": optimizer.state_dict(),
                     "rng": ckpt.rng_state(),
                     "step": step,
-                    "config": _plain(asdict(cfg)),
+                    "config": plain_data(asdict(cfg)),
                     "model_config": model.config.to_dict(),
                 }
                 ckpt.save_checkpoint(state, run / "checkpoints", step, cfg.keep_checkpoints)
@@ -739,14 +739,6 @@ def evaluate_saved_run(
             train_embeds, [s.caption for s in train], cfg.consensus_neighbours
         )
     return evaluate_run(pipeline, cfg, train, train_embeds, run, progress)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def is_captioning_config(path: str | Path) -> bool:

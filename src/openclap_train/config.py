@@ -203,14 +203,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON serialisable)."""
-        return _plain(dataclasses.asdict(self))
+        return plain_data(dataclasses.asdict(self))
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
+    """Nested dicts/lists/tuples (e.g. ``dataclasses.asdict`` output) as plain YAML/JSON dicts and lists."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 

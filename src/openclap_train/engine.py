@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -124,3 +127,37 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     draws what the uninterrupted run drew without replaying RNG history.
     """
     return (seed * 1_000_003 + step * 8191 + rank * 131_071) % (1 << 62)
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batches: Iterator[dict[str, Any]],
+    loss_of: Callable[[dict[str, Any]], torch.Tensor],
+    grad_accum: int,
+    grad_clip: float | None,
+    distributed: bool,
+) -> tuple[float, float]:
+    """One optimiser step over ``grad_accum`` micro-batches -> (this rank's mean loss, seconds waiting for data).
+
+    ``loss_of(batch)`` runs the forward pass (under its own autocast) and returns the scalar loss; DDP syncs
+    gradients only on the last micro-batch.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    step_loss, wait = 0.0, 0.0
+    for a in range(grad_accum):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        wait += time.perf_counter() - t0
+        sync = contextlib.nullcontext() if (not distributed or a == grad_accum - 1) else model.no_sync()
+        with sync:
+            loss = loss_of(batch)
+            scaler.scale(loss / grad_accum).backward()
+        step_loss += loss.item() / grad_accum
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return step_loss, wait

@@ -68,6 +68,7 @@ from openclap_train.engine import (
     LrSchedule,
     build_optimizer,
     freeze_parameters,
+    optimizer_step,
     set_train_mode,
     step_seed,
 )
@@ -362,34 +363,24 @@ def _train(config: TrainConfig, run_dir: Path, resume: str | None, info: DistInf
     data_iter = iter(loader)
     t_log, wait_log, steps_log = time.perf_counter(), 0.0, 0
 
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        with _autocast(config, device):
+            out = forward_model(
+                batch["waveform"].to(device, non_blocking=True),
+                batch["input_ids"].to(device, non_blocking=True),
+                batch["attention_mask"].to(device, non_blocking=True),
+            )
+            labels = positive_labels(batch, device) if config.positives == "label" else None
+            return loss_fn(out.audio_embeds, out.text_embeds, raw_model.logit_scale, labels)
+
     while step < total_steps:
         torch.manual_seed(step_seed(config.seed, step, info.rank))
         lr = schedule.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for a in range(config.grad_accum):
-            t0 = time.perf_counter()
-            batch = next(data_iter)
-            wait_log += time.perf_counter() - t0
-            sync = contextlib.nullcontext() if (not info.enabled or a == config.grad_accum - 1) else model.no_sync()
-            with sync:
-                with _autocast(config, device):
-                    out = forward_model(
-                        batch["waveform"].to(device, non_blocking=True),
-                        batch["input_ids"].to(device, non_blocking=True),
-                        batch["attention_mask"].to(device, non_blocking=True),
-                    )
-                    labels = positive_labels(batch, device) if config.positives == "label" else None
-                    loss = loss_fn(out.audio_embeds, out.text_embeds, raw_model.logit_scale, labels)
-                scaler.scale(loss / config.grad_accum).backward()
-            step_loss += loss.item() / config.grad_accum
-        if config.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        step_loss, wait = optimizer_step(model, optimizer, scaler, data_iter, loss_of, config.grad_accum,
+                                         config.grad_clip, info.enabled)
+        wait_log += wait
         step += 1
         steps_log += 1
         window["loss"] += step_loss

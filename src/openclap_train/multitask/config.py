@@ -35,6 +35,7 @@ from openclap_train.config import (
     ManifestSpec,
     TrainConfig,
     TrainConfigError,
+    plain_data,
     read_recipe,
     save_config,
 )
@@ -203,15 +204,7 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON serialisable)."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return plain_data(dataclasses.asdict(self))
 
 
 def load_pretrain_config(

@@ -19,7 +19,6 @@ optimiser, schedule, RNG, step) and ``final/``, an audio-tower directory (heads 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
@@ -48,6 +47,7 @@ from openclap_train.engine import (
     UNUSED_AUDIO_HEADS,
     LrSchedule,
     build_optimizer,
+    optimizer_step,
     set_batchnorm_mode,
     step_seed,
 )
@@ -177,35 +177,25 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | None, info: D
     t_log, wait_log, steps_log = time.perf_counter(), 0.0, 0
     task_window: dict[str, list[float]] = {}
 
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        with _autocast(optim_cfg, device):
+            outputs = model(batch["waveform"].to(device, non_blocking=True))
+        task_ids = batch["task"].to(device)
+        loss, parts = multitask_loss(outputs, task_ids, batch_targets(batch, tasks, device), kinds, names, weights)
+        for name, (total, rows) in parts.items():  # per-task train loss since the last log line
+            acc = task_window.setdefault(name, [0.0, 0])
+            acc[0] += total
+            acc[1] += rows
+        return loss
+
     while step < config.max_steps:
         torch.manual_seed(step_seed(config.seed, step, info.rank))
         lr = schedule.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for a in range(config.grad_accum):
-            t0 = time.perf_counter()
-            batch = next(data_iter)
-            wait_log += time.perf_counter() - t0
-            sync = contextlib.nullcontext() if (not info.enabled or a == config.grad_accum - 1) else model.no_sync()
-            with sync:
-                with _autocast(optim_cfg, device):
-                    outputs = model(batch["waveform"].to(device, non_blocking=True))
-                task_ids = batch["task"].to(device)
-                loss, parts = multitask_loss(outputs, task_ids, batch_targets(batch, tasks, device), kinds, names,
-                                             weights)
-                scaler.scale(loss / config.grad_accum).backward()
-            step_loss += loss.item() / config.grad_accum
-            for name, (total, rows) in parts.items():
-                acc = task_window.setdefault(name, [0.0, 0])
-                acc[0] += total
-                acc[1] += rows
-        if config.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        step_loss, wait = optimizer_step(model, optimizer, scaler, data_iter, loss_of, config.grad_accum,
+                                         config.grad_clip, info.enabled)
+        wait_log += wait
         step_loss = mean_across(step_loss, info)  # the global-batch loss (ranks hold equal-sized parts)
         step += 1
         steps_log += 1
