@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openclap.eval.datasets.base import EvalDataset
+
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "OPENCLAP_CACHE_DIR"
@@ -205,3 +207,28 @@ def embed_files(
             first,
         )
     return out
+
+
+def embed_dataset(
+    pipeline: object,
+    dataset: EvalDataset,
+    *,
+    embedded: EmbeddedFiles | None = None,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    what: str | None = None,
+) -> EmbeddedFiles:
+    """``embed_files`` over ``dataset``'s items (unless ``embedded`` is given); raises if none was readable."""
+    what = what or dataset.name
+    if embedded is None:
+        embedded = embed_files(
+            pipeline, [item.path for item in dataset.items], cache=cache, batch_size=batch_size,
+            progress=progress, what=what,
+        )
+    if len(embedded.ok) == 0:
+        raise ValueError(
+            f"{what}: none of the {len(dataset)} files could be read; "
+            f"first failure: {embedded.excluded_report()['files'][:1]}"
+        )
+    return embedded

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from openclap.eval import metrics
-from openclap.eval.cache import EmbeddingCache, embed_files
+from openclap.eval.cache import EmbeddingCache, embed_dataset
 from openclap.eval.datasets.base import MULTI_LABEL, SINGLE_LABEL, EvalDataset
 from openclap.eval.zero_shot import multi_hot
 
@@ -228,16 +228,7 @@ def linear_probe(
     if dataset.task not in (SINGLE_LABEL, MULTI_LABEL):
         raise ValueError(f"{dataset.name} is a {dataset.task} dataset; the linear probe needs class labels")
     start = time.perf_counter()
-    train = embed_files(
-        pipeline,
-        [i.path for i in dataset.items],
-        cache=cache,
-        batch_size=batch_size,
-        progress=progress,
-        what=dataset.name,
-    )
-    if len(train.ok) == 0:
-        raise ValueError(f"{dataset.name}: none of the {len(dataset)} files could be read")
+    train = embed_dataset(pipeline, dataset, cache=cache, batch_size=batch_size, progress=progress)
     notes = list(dataset.notes)
     num_classes = len(dataset.classes)
     y_train = _targets(dataset, train.ok)
@@ -246,16 +237,10 @@ def linear_probe(
     if test_dataset is not None:
         if test_dataset.classes != dataset.classes:
             raise ValueError(f"train and test splits of {dataset.name} have different class lists")
-        test = embed_files(
-            pipeline,
-            [i.path for i in test_dataset.items],
-            cache=cache,
-            batch_size=batch_size,
-            progress=progress,
+        test = embed_dataset(
+            pipeline, test_dataset, cache=cache, batch_size=batch_size, progress=progress,
             what=f"{test_dataset.name} ({test_dataset.split})",
         )
-        if len(test.ok) == 0:
-            raise ValueError(f"{test_dataset.name}: none of the {len(test_dataset)} test files could be read")
         params = train_logistic(train.embeddings, y_train, num_classes, dataset.task == MULTI_LABEL, config)
         score = _score(dataset, predict_scores(test.embeddings, params), _targets(test_dataset, test.ok))
         protocol = f"train on split {dataset.split}, test on split {test_dataset.split}"

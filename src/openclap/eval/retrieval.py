@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from openclap.eval import metrics
-from openclap.eval.cache import EmbeddedFiles, EmbeddingCache, embed_files
+from openclap.eval.cache import EmbeddedFiles, EmbeddingCache, embed_dataset
 from openclap.eval.datasets.base import RETRIEVAL, EvalDataset
 
 HEATMAP_MAX_CLIPS = 64  # similarity heatmaps are kept (and plotted) for sets up to this size
@@ -77,20 +77,9 @@ def retrieval(
             "manifest with a 'caption' column"
         )
     start = time.perf_counter()
-    if embedded is None:
-        embedded = embed_files(
-            pipeline,
-            [item.path for item in dataset.items],
-            cache=cache,
-            batch_size=batch_size,
-            progress=progress,
-            what=dataset.name,
-        )
-    if len(embedded.ok) == 0:
-        raise ValueError(
-            f"{dataset.name}: none of the {len(dataset)} files could be read; "
-            f"first failure: {embedded.excluded_report()['files'][:1]}"
-        )
+    embedded = embed_dataset(
+        pipeline, dataset, embedded=embedded, cache=cache, batch_size=batch_size, progress=progress
+    )
     captions: list[str] = []
     owner: list[int] = []
     for k, i in enumerate(embedded.ok):

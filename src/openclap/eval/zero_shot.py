@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from openclap.eval import metrics
-from openclap.eval.cache import EmbeddedFiles, EmbeddingCache, embed_files
+from openclap.eval.cache import EmbeddedFiles, EmbeddingCache, embed_dataset
 from openclap.eval.datasets.base import MULTI_LABEL, SINGLE_LABEL, EvalDataset
 
 logger = logging.getLogger(__name__)
@@ -174,20 +174,9 @@ def zero_shot(
     templates = list(templates)
     check_templates(templates)
     start = time.perf_counter()
-    if embedded is None:
-        embedded = embed_files(
-            pipeline,
-            [item.path for item in dataset.items],
-            cache=cache,
-            batch_size=batch_size,
-            progress=progress,
-            what=dataset.name,
-        )
-    if len(embedded.ok) == 0:
-        raise ValueError(
-            f"{dataset.name}: none of the {len(dataset)} files could be read; "
-            f"first failure: {embedded.excluded_report()['files'][:1]}"
-        )
+    embedded = embed_dataset(
+        pipeline, dataset, embedded=embedded, cache=cache, batch_size=batch_size, progress=progress
+    )
     text = class_text_embeddings(pipeline, dataset.class_names, templates)  # (C, D)
     scores = embedded.embeddings @ text.T  # (K, C)
     items = [dataset.items[i] for i in embedded.ok]
