@@ -181,3 +181,35 @@ def test_generation_config_rejects_bad_values() -> None:
         GenerationConfig(top_p=1.5)
     with pytest.raises(ValueError, match="strategy"):
         GenerationConfig(strategy="nucleus")  # type: ignore[arg-type]
+
+
+def test_num_samples_draws_several_candidates_per_input_best_first() -> None:
+    table = {(): [0.2, 0.5, 0.3]}  # then uniform
+    rows = generate(
+        TableLM([table, TRAP], 3), prefix_for(0, 1), STOP, GenerationConfig("sample", 4, num_samples=40, seed=7)
+    )
+    assert [len(r) for r in rows] == [40, 40]
+    for r, t in zip(rows, (table, TRAP)):
+        keys = [h.score() for h in r]
+        assert keys == sorted(keys, reverse=True)  # best first by the beam's key
+        for h in r:  # each draw's log-probability is that of its tokens (and stop) under its own table
+            seq = tuple(h.tokens) + ((STOP,) if h.finished else ())
+            assert h.logprob == pytest.approx(seq_logprob(t, 3, seq), abs=1e-5)
+    # 40 draws of input 1 (TRAP): its first tokens follow (0.1, 0.5, 0.4), not input 0's table
+    first = [h.tokens[0] if h.tokens else STOP for h in rows[1]]
+    assert first.count(1) > first.count(STOP) and first.count(2) > first.count(STOP)
+    again = generate(
+        TableLM([table, TRAP], 3), prefix_for(0, 1), STOP, GenerationConfig("sample", 4, num_samples=40, seed=7)
+    )
+    assert [[h.tokens for h in r] for r in again] == [[h.tokens for h in r] for r in rows]
+
+
+def test_reranking_knobs_are_checked() -> None:
+    with pytest.raises(ValueError, match="num_samples"):
+        GenerationConfig(num_samples=0)
+    with pytest.raises(ValueError, match="needs strategy='sample'"):
+        GenerationConfig(strategy="beam", num_samples=3)
+    with pytest.raises(ValueError, match="rerank_k"):
+        GenerationConfig(rerank="consensus", rerank_k=0)
+    with pytest.raises(ValueError, match="rerank_tau"):
+        GenerationConfig(rerank="consensus", rerank_tau=0.0)

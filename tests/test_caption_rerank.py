@@ -247,3 +247,44 @@ def test_retrieval_pool_adds_the_nearest_training_captions_scored_by_the_decoder
         assert cands[0][1].clap_score == pytest.approx(cos.max(), abs=1e-5)
     with pytest.raises(ValueError, match="rerank_pool"):
         pipe.generation_config(rerank_pool="beam+neighbours")
+
+
+def test_consensus_voters_k_and_similarity_weights(setup: dict) -> None:
+    pipe: CaptionPipeline = setup["pipe"]
+    train_paths, train_caps = zip(*setup["train"])
+    memory = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    e = setup["embeds"][:1]
+    near6 = memory.neighbours(e, 6)[0]
+    assert near6[:3] == memory.neighbours(e)[0] and len(near6) == 6
+    refs = [train_caps[i] for i in near6]
+    cands = [refs[0], refs[5], "zzz qqq"]
+    # k overrides the file's k; equal votes are the plain mean over the k voters
+    plain = memory.scores(e, [cands], k=6)[0]
+    assert plain == pytest.approx([memory.cider(c, refs) for c in cands])
+    # weights exp((cos - cos_1) / tau): a tiny tau leaves the nearest clip alone (unless tied)
+    sims = (e / np.linalg.norm(e)) @ memory.embeds[near6].T
+    if sims[0, 0] - sims[0, 1] > 1e-3:
+        sharp = memory.scores(e, [cands], k=6, tau=1e-5)[0]
+        assert sharp == pytest.approx([memory.cider(c, refs[:1]) for c in cands], abs=1e-6)
+    tau = 0.05
+    w = np.exp((sims[0] - sims[0, 0]) / tau)
+    weighted = memory.scores(e, [cands], k=6, tau=tau)[0]
+    one = [[memory.cider(c, [r]) for r in refs] for c in cands]
+    assert weighted == pytest.approx([float(np.dot(w, o) / w.sum()) for o in one], rel=1e-5)  # float32 cosines
+    assert memory.cider(refs[0], refs, weights=w) == pytest.approx(weighted[0], rel=1e-5)
+    with pytest.raises(ValueError, match="tau"):
+        memory.scores(e, [cands], tau=-1.0)
+    with pytest.raises(ValueError, match="weights"):
+        memory.cider(refs[0], refs, weights=[1.0])
+    # the pipeline passes rerank_k / rerank_tau through; sampled candidates are reranked the same way
+    pipe.neighbours = memory
+    try:
+        gen = pipe.generation_config(strategy="sample", num_samples=8, rerank="consensus", rerank_k=6, rerank_tau=tau)
+        ranked = pipe.caption_embeddings(setup["embeds"], gen)
+    finally:
+        pipe.neighbours = None
+    for row, cands_row in enumerate(ranked):
+        texts = [t for t, _ in cands_row]
+        assert 1 <= len(texts) <= 8 and len(set(texts)) == len(texts)
+        votes = memory.scores(setup["embeds"][row : row + 1], [texts], k=6, tau=tau)[0]
+        assert votes[0] == pytest.approx(votes.max()) and cands_row[0][1].consensus == pytest.approx(votes[0])

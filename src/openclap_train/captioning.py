@@ -45,7 +45,7 @@ from openclap.caption.config import CaptionConfig, MapperConfig
 from openclap.caption.evaluate import nearest_caption_baseline, report_from_captions
 from openclap.caption.factory import create_caption_model, load_caption_model, resolve_caption_config
 from openclap.caption.generate import GenerationConfig
-from openclap.caption.metrics import score_captions
+from openclap.caption.metrics import expected_cider_d_per_item, score_captions
 from openclap.caption.pipeline import CaptionPipeline, CaptionTokenizer
 from openclap.caption.rerank import ClapReranker, NeighbourCaptions, bundled_clap
 from openclap.config import ClapConfig, TextConfig
@@ -55,7 +55,7 @@ from openclap.pipeline import ClapPipeline
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
 from openclap_train.config import ManifestSpec, TrainConfigError, build, plain_data
-from openclap_train.data import ManifestDataset, read_manifest, sample_seed
+from openclap_train.data import ManifestDataset, read_manifest, reference_draws, sample_seed
 
 logger = logging.getLogger("openclap_train.captioning")
 
@@ -558,7 +558,15 @@ def _scores_by_set(
 
 
 def _search_key(gen: GenerationConfig) -> GenerationConfig:
-    return replace(gen, rerank=None, rerank_lm_weight=0.0, rerank_consensus_weight=1.0, rerank_pool="beam")
+    return replace(
+        gen,
+        rerank=None,
+        rerank_lm_weight=0.0,
+        rerank_consensus_weight=1.0,
+        rerank_k=None,
+        rerank_tau=None,
+        rerank_pool="beam",
+    )
 
 
 def decode_settings(
@@ -587,39 +595,51 @@ def choose_decoding(
     cache: Path | None,
     progress: bool = False,
 ) -> tuple[GenerationConfig, dict[str, Any]]:
-    """Score every ``decoding_candidates`` setting on the validation split (CIDEr-D, all validation clips
-    pooled) and return the best with the table (the nearest-caption baseline on validation included)."""
+    """Score every ``decoding_candidates`` setting on the validation split (CIDEr-D of all validation clips
+    pooled; the expected CIDEr-D when a validation manifest has a ``reference_group``) and return the best
+    with the table (the nearest-caption baseline on validation included)."""
     parts = [read_manifest(spec) for spec in cfg.val_manifest]
     val = [s for part in parts for s in part]
     val_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
     )
     refs = [[s.caption] for s in val]
+    draws = [d for spec, part in zip(cfg.val_manifest, parts) for d in reference_draws(spec, part)]
+    expected = any(spec.reference_group for spec in cfg.val_manifest)
+
+    def scored(captions: list[str]) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "cider_d": score_captions(captions, refs).cider_d,
+            "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs),
+        }
+        if expected:  # the basis of the choice: the mean over the references each clip could have drawn
+            per = np.array(expected_cider_d_per_item(captions, refs, draws))
+            row["expected_cider_d"] = float(per.mean())
+            row["expected_per_set"] = {}
+            start = 0
+            for spec, part in zip(cfg.val_manifest, parts):
+                row["expected_per_set"][spec.display_name] = float(per[start : start + len(part)].mean())
+                start += len(part)
+        return row
+
+    metric = "expected_cider_d" if expected else "cider_d"
     settings = [pipeline.generation_config(**d) for d in cfg.decoding_candidates]
     rows = []
     for d, captions in zip(cfg.decoding_candidates, decode_settings(pipeline, val_embeds, settings)):
-        rows.append(
-            {
-                "decoding": d,
-                "cider_d": score_captions(captions, refs).cider_d,
-                "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs),
-            }
-        )
-        logger.info("validation CIDEr-D %.3f with %s", rows[-1]["cider_d"], d)
-    best = max(range(len(rows)), key=lambda i: (rows[i]["cider_d"], -i))
+        rows.append({"decoding": d, **scored(captions)})
+        logger.info("validation %s %.3f with %s", metric, rows[-1][metric], d)
+    best = max(range(len(rows)), key=lambda i: (rows[i][metric], -i))
     generative = [i for i, g in enumerate(settings) if g.rerank_pool == "beam"]
-    best_gen = max(generative, key=lambda i: (rows[i]["cider_d"], -i)) if generative else None
+    best_gen = max(generative, key=lambda i: (rows[i][metric], -i)) if generative else None
     baseline = nearest_caption_baseline(train_embeds, [s.caption for s in train], val_embeds)
     table = {
         "val_clips": len(val),
+        "chosen_on": metric,
         "candidates": rows,
         "chosen": cfg.decoding_candidates[best],
         # the best setting whose captions are all decoded (no training caption in the rerank pool)
         "chosen_generative": None if best_gen is None else cfg.decoding_candidates[best_gen],
-        "nearest_caption_baseline": {
-            "cider_d": score_captions(baseline, refs).cider_d,
-            "per_set": _scores_by_set(cfg.val_manifest, parts, baseline, refs),
-        },
+        "nearest_caption_baseline": scored(baseline),
     }
     return settings[best], table
 
@@ -688,6 +708,21 @@ def evaluate_run(
             "model_cider_d": report_from_captions(paths, generated[sl], refs[sl]).scores.cider_d,
             "baseline_cider_d": report_from_captions(paths, baseline[sl], refs[sl]).scores.cider_d,
         }
+    expected = None
+    if any(spec.reference_group for spec in cfg.test_manifest):
+        # a second, less noisy measurement (never a basis for choices): the mean over the references each
+        # test clip could have drawn (its split's captions with the same metadata)
+        draws = [d for spec, part in zip(cfg.test_manifest, parts) for d in reference_draws(spec, part)]
+        expected = {}
+        for name, captions in (("model", generated), ("nearest_caption_baseline", baseline)):
+            per = np.array(expected_cider_d_per_item(captions, refs, draws))
+            expected[name] = {"cider_d": float(per.mean()), "per_set": {}}
+            start = 0
+            for spec, part in zip(cfg.test_manifest, parts):
+                expected[name]["per_set"][spec.display_name] = float(per[start : start + len(part)].mean())
+                start += len(part)
+            expected[name]["per_item"] = [round(float(x), 4) for x in per]
+    diff = np.array([m["cider_d"] - b["cider_d"] for m, b in zip(model_report.captions, base_report.captions)])
     out = {
         "test_clips": len(test),
         "decoding": {k: v for k, v in asdict(gen).items()},
@@ -698,6 +733,14 @@ def evaluate_run(
         "model": model_report.scores.as_dict(),
         "nearest_caption_baseline": base_report.scores.as_dict(),
         "per_set": per_set,
+        "expected": expected,
+        # model minus baseline, clip by clip (single reference): is the gap larger than its noise?
+        "paired_difference": {
+            "cider_d_mean": float(diff.mean()),
+            "standard_error": float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else None,
+            "model_better_clips": int((diff > 0).sum()),
+            "baseline_better_clips": int((diff < 0).sum()),
+        },
         "examples": [
             {"path": s.path, "reference": s.caption, "generated": g, "nearest_caption": b}
             for s, g, b in list(zip(test, generated, baseline))[:: max(1, len(test) // 24)]

@@ -123,6 +123,7 @@ def items_from_dataset(dataset) -> list[tuple[str, list[str]]]:
 # -------------------------------------------------------------------------------------- CLI wiring
 def add_captioning_parser(eval_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``openclap eval captioning`` under ``openclap eval``'s subparsers."""
+    from openclap.commands.caption import add_decoding_arguments  # light: argparse only
     p = eval_subparsers.add_parser(
         "captioning",
         help="caption a test set and score it (BLEU-1..4, ROUGE-L, CIDEr-D)",
@@ -142,8 +143,7 @@ def add_captioning_parser(eval_subparsers: argparse._SubParsersAction) -> argpar
     p.add_argument("--checkpoint", default=None, help="weights (clapcap_weights_2023.pth or .safetensors)")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--beam", type=int, default=5, help="beam width (default 5)")
-    p.add_argument("--max-length", type=int, default=None)
+    add_decoding_arguments(p)  # --beam/--greedy/--sample, --rerank ... as `openclap caption`
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
@@ -160,6 +160,7 @@ def run_captioning(args: argparse.Namespace) -> int:
 
     from openclap.caption.pipeline import load_captioner
     from openclap.cli import UsageError
+    from openclap.commands.caption import decoding_from_args
     from openclap.eval.datasets import Manifest, load_dataset
 
     if args.dataset is not None:
@@ -174,15 +175,16 @@ def run_captioning(args: argparse.Namespace) -> int:
         idx = np.linspace(0, len(items) - 1, args.limit).round().astype(int)
         items = [items[i] for i in sorted(set(idx.tolist()))]
     captioner = load_captioner(
-        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+        args.model,
+        checkpoint=args.checkpoint,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        rerank_model=args.rerank_model,
     )
-    overrides = {"beam_size": args.beam}
-    if args.max_length is not None:
-        overrides["max_length"] = args.max_length
     report = evaluate_captioning(
         captioner,
         items,
-        captioner.generation_config(**overrides),
+        decoding_from_args(args, captioner),
         batch_size=args.batch_size,
         progress=args.progress,
     )

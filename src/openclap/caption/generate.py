@@ -47,6 +47,7 @@ class GenerationConfig:
     top_p: float = 1.0  # sampling: keep the smallest set of tokens whose probability reaches top_p
     top_k: int = 0  # sampling: keep the k most likely tokens (0: all)
     seed: int | None = 0  # sampling: generator seed (None: torch's global RNG)
+    num_samples: int = 1  # sampling: sequences drawn per input (candidates for a reranker), best first
     # re-order the beam's candidates after the search (openclap.caption.rerank): None; "clap" (the
     # captioner's CLAP model scores the audio-text cosine); "consensus" (mean CIDEr-D against the captions of
     # the nearest training clips); "clap+consensus". Key = cosine + rerank_consensus_weight * consensus
@@ -54,6 +55,11 @@ class GenerationConfig:
     rerank: str | None = None
     rerank_lm_weight: float = 0.0
     rerank_consensus_weight: float = 1.0
+    # consensus voters: the captions of the rerank_k nearest training clips (None: the neighbours file's k),
+    # each weighted by exp(cosine / rerank_tau) (None: equal votes). Many voters estimate a clip's caption
+    # distribution (minimum-Bayes-risk choice under CIDEr-D); a small tau trusts the closest clips more.
+    rerank_k: int | None = None
+    rerank_tau: float | None = None
     # the candidates a reranker orders: "beam" (the search's), or "beam+neighbours" (also the captions of the
     # clip's nearest training clips, scored by the decoder by teacher forcing: retrieval-augmented)
     rerank_pool: str = "beam"
@@ -73,6 +79,14 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.num_samples > 1 and self.strategy != "sample":
+            raise ValueError(f"num_samples={self.num_samples} needs strategy='sample', got {self.strategy!r}")
+        if self.rerank_k is not None and self.rerank_k < 1:
+            raise ValueError(f"rerank_k must be >= 1 (or None for the neighbours file's k), got {self.rerank_k}")
+        if self.rerank_tau is not None and self.rerank_tau <= 0:
+            raise ValueError(f"rerank_tau must be > 0 (or None for equal votes), got {self.rerank_tau}")
         if self.rerank not in (None, "clap", "consensus", "clap+consensus"):
             raise ValueError(
                 f"rerank must be None, 'clap', 'consensus' or 'clap+consensus', got {self.rerank!r}"
@@ -257,16 +271,17 @@ def generate(
     stepper: Stepper, prefix: torch.Tensor, stop_id: int, config: GenerationConfig
 ) -> list[list[Hypothesis]]:
     """Decode every row of ``prefix`` with ``config``: a best-first list of hypotheses per row
-    (``beam_size`` for beam search, one for greedy and sampling)."""
+    (``beam_size`` for beam search, one for greedy, ``num_samples`` for sampling)."""
     if config.strategy == "greedy":
         return [[h] for h in greedy(stepper, prefix, stop_id, config.max_length, config.temperature)]
     if config.strategy == "sample":
         generator = None
         if config.seed is not None:
             generator = torch.Generator().manual_seed(config.seed)
+        k = config.num_samples
         hyps = sample(
             stepper,
-            prefix,
+            prefix.repeat_interleave(k, dim=0) if k > 1 else prefix,  # row r*k + j: draw j of input r
             stop_id,
             config.max_length,
             config.temperature,
@@ -274,7 +289,9 @@ def generate(
             config.top_k,
             generator,
         )
-        return [[h] for h in hyps]
+        rows = [hyps[r * k : (r + 1) * k] for r in range(prefix.shape[0])]
+        # best first by the beam's key; draws of equal score keep their order
+        return [sorted(row, key=lambda h: -h.score(config.length_penalty)) for row in rows]
     return beam_search(
         stepper,
         prefix,

@@ -139,6 +139,20 @@ def _vector(counts: Counter, df: Mapping[tuple[str, ...], float], log_n: float, 
     return vec, [math.sqrt(x) for x in norm], length
 
 
+def _cider_pair(cand: tuple, ref: tuple, max_n: int = 4, sigma: float = 6.0) -> float:
+    """Sum over n of the clipped tf-idf cosine of two ``_vector`` results times the length penalty (a
+    single reference's CIDEr-D is 10 x this / max_n)."""
+    vec_c, norm_c, len_c = cand
+    vec_r, norm_r, len_r = ref
+    penalty = math.exp(-((len_c - len_r) ** 2) / (2 * sigma**2))
+    total = 0.0
+    for n in range(max_n):
+        val = sum(min(w, vec_r[n].get(g, 0.0)) * vec_r[n].get(g, 0.0) for g, w in vec_c[n].items())
+        if norm_c[n] != 0 and norm_r[n] != 0:
+            total += val / (norm_c[n] * norm_r[n]) * penalty
+    return total
+
+
 def cider_d_per_item(
     candidates: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4, sigma: float = 6.0
 ) -> list[float]:
@@ -151,17 +165,45 @@ def cider_d_per_item(
     log_n = math.log(float(len(candidates)))
     scores = []
     for cand, refs in zip(candidates, ref_counts):
-        vec_c, norm_c, len_c = _vector(_counts(tokenize(cand), max_n), df, log_n, max_n)
-        total = [0.0] * max_n
-        for ref in refs:
-            vec_r, norm_r, len_r = _vector(ref, df, log_n, max_n)
-            delta = len_c - len_r
-            for n in range(max_n):
-                val = sum(min(w, vec_r[n].get(g, 0.0)) * vec_r[n].get(g, 0.0) for g, w in vec_c[n].items())
-                if norm_c[n] != 0 and norm_r[n] != 0:
-                    val /= norm_c[n] * norm_r[n]
-                total[n] += val * math.exp(-(delta**2) / (2 * sigma**2))
-        scores.append(10.0 * sum(total) / max_n / len(refs))
+        vec_c = _vector(_counts(tokenize(cand), max_n), df, log_n, max_n)
+        total = sum(_cider_pair(vec_c, _vector(ref, df, log_n, max_n), max_n, sigma) for ref in refs)
+        scores.append(10.0 * total / max_n / len(refs))
+    return scores
+
+
+def expected_cider_d_per_item(
+    candidates: Sequence[str],
+    references: Sequence[Sequence[str]],
+    draws: Sequence[Sequence[str]],
+    max_n: int = 4,
+    sigma: float = 6.0,
+) -> list[float]:
+    """Each candidate's mean CIDEr-D over ``draws[i]``, other references the clip could have been given
+    (e.g. every caption written from the same template set for the same metadata), each scored as if it
+    were the clip's only reference; the idf comes from ``references`` (the corpus actually evaluated).
+
+    With templated captions one drawn reference makes the score of a caption mostly luck (does it hit the
+    template that was drawn?); the mean over the draws is its expected score, a far less noisy way to
+    compare decoders on a small validation split."""
+    _check(candidates, references)
+    if len(draws) != len(candidates) or any(len(d) == 0 for d in draws):
+        raise ValueError(f"need a non-empty list of draws for each of the {len(candidates)} candidates")
+    df: Counter = Counter()
+    for refs in references:
+        df.update({g for r in refs for g in _counts(tokenize(r), max_n)})
+    log_n = math.log(float(len(candidates)))
+    vectors: dict[str, tuple] = {}
+
+    def vector(text: str):
+        if text not in vectors:
+            vectors[text] = _vector(_counts(tokenize(text), max_n), df, log_n, max_n)
+        return vectors[text]
+
+    scores = []
+    for cand, alternatives in zip(candidates, draws):
+        vec_c = vector(cand)
+        total = sum(_cider_pair(vec_c, vector(ref), max_n, sigma) for ref in alternatives)
+        scores.append(10.0 * total / max_n / len(alternatives))
     return scores
 
 

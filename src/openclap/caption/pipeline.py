@@ -232,7 +232,7 @@ class CaptionPipeline:
         self._check_rerank(kind)
         if generation.rerank_pool == "beam+neighbours":
             self._check_rerank("consensus")  # needs the training captions
-            near = self.neighbours.neighbours(audio_embeds)
+            near = self.neighbours.neighbours(audio_embeds, generation.rerank_k)
             candidates = [
                 list(row)
                 + self.score_captions(audio_embeds[r], [self.neighbours.captions[i] for i in near[r]])
@@ -240,7 +240,11 @@ class CaptionPipeline:
             ]
         texts = [[t for t, _ in row] for row in candidates]
         clap = self.reranker.scores(audio_embeds, texts) if "clap" in kind else [None] * len(texts)
-        votes = self.neighbours.scores(audio_embeds, texts) if "consensus" in kind else [None] * len(texts)
+        votes = (
+            self.neighbours.scores(audio_embeds, texts, generation.rerank_k, generation.rerank_tau)
+            if "consensus" in kind
+            else [None] * len(texts)
+        )
         weight = generation.rerank_consensus_weight if kind == "clap+consensus" else 1.0
         return [
             rerank(row, c, generation.rerank_lm_weight, v, weight)

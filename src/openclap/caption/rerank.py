@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from openclap.caption.metrics import _counts, _vector, tokenize
+from openclap.caption.metrics import _cider_pair, _counts, _vector, tokenize
 
 if TYPE_CHECKING:  # pragma: no cover
     from openclap.caption.generate import Hypothesis
@@ -131,35 +131,66 @@ class NeighbourCaptions:
         for c in counts:
             self._df.update(set(c))
         self._log_n = math.log(float(len(counts)))
+        self._vectors: dict[str, tuple] = {}
 
-    def neighbours(self, audio_embeds: np.ndarray) -> list[list[int]]:
-        """Indices of the ``k`` nearest training clips of each row, nearest first."""
+    def neighbours(self, audio_embeds: np.ndarray, k: int | None = None) -> list[list[int]]:
+        """Indices of the ``k`` (default: ``self.k``) nearest training clips of each row, nearest first."""
+        return self._nearest(audio_embeds, k)[0]
+
+    def _nearest(self, audio_embeds: np.ndarray, k: int | None) -> tuple[list[list[int]], np.ndarray]:
+        k = self.k if k is None else k
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k = min(k, len(self.embeds))
         a = np.asarray(audio_embeds, np.float32)
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
-        sims = a @ self.embeds.T
-        return np.argsort(-sims, axis=1, kind="stable")[:, : self.k].tolist()
+        sims = a @ self.embeds.T  # (N, clips)
+        idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return idx.tolist(), np.take_along_axis(sims, idx, axis=1)
 
-    def cider(self, candidate: str, references: Sequence[str]) -> float:
-        """Mean CIDEr-D of ``candidate`` against each of ``references`` with the training idf."""
-        vec_c, norm_c, len_c = _vector(_counts(tokenize(candidate), 4), self._df, self._log_n, 4)
+    def _vector(self, text: str):
+        # the same training captions vote for many candidates: keep their tf-idf vectors (bounded)
+        got = self._vectors.get(text)
+        if got is None:
+            if len(self._vectors) >= 200_000:
+                self._vectors.clear()
+            got = self._vectors[text] = _vector(_counts(tokenize(text), 4), self._df, self._log_n, 4)
+        return got
+
+    def cider(self, candidate: str, references: Sequence[str], weights: Sequence[float] | None = None) -> float:
+        """Mean (or ``weights``-weighted mean) CIDEr-D of ``candidate`` against each of ``references``, with
+        the training idf."""
+        if weights is not None and len(weights) != len(references):
+            raise ValueError(f"{len(weights)} weights for {len(references)} references")
+        vec_c = self._vector(candidate)
         total = 0.0
-        for ref in references:
-            vec_r, norm_r, len_r = _vector(_counts(tokenize(ref), 4), self._df, self._log_n, 4)
-            penalty = math.exp(-((len_c - len_r) ** 2) / (2 * 6.0**2))
-            for n in range(4):
-                val = sum(min(w, vec_r[n].get(g, 0.0)) * vec_r[n].get(g, 0.0) for g, w in vec_c[n].items())
-                if norm_c[n] != 0 and norm_r[n] != 0:
-                    total += val / (norm_c[n] * norm_r[n]) * penalty
-        return 10.0 * total / 4 / max(len(references), 1)
+        for j, ref in enumerate(references):
+            one = _cider_pair(vec_c, self._vector(ref))
+            total += one if weights is None else float(weights[j]) * one
+        if weights is None:
+            return 10.0 * total / 4 / max(len(references), 1)
+        return 10.0 * total / 4 / max(float(sum(weights)), 1e-12)
 
-    def scores(self, audio_embeds: np.ndarray, candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Per row, the consensus score of each of its candidate captions."""
+    def scores(
+        self,
+        audio_embeds: np.ndarray,
+        candidates: Sequence[Sequence[str]],
+        k: int | None = None,
+        tau: float | None = None,
+    ) -> list[np.ndarray]:
+        """Per row, the consensus score of each of its candidate captions: the mean CIDEr-D against the
+        captions of the ``k`` nearest training clips, each voting with weight ``exp((cos - cos_1) / tau)``
+        (``tau=None``: equal votes)."""
         if len(audio_embeds) != len(candidates):
             raise ValueError(f"{len(audio_embeds)} embeddings for {len(candidates)} candidate lists")
+        if tau is not None and tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
         out = []
-        for row, idx in zip(candidates, self.neighbours(audio_embeds)):
+        near, sims = self._nearest(audio_embeds, k)
+        for row, idx, sim in zip(candidates, near, sims):
             refs = [self.captions[i] for i in idx]
-            out.append(np.array([self.cider(c, refs) for c in row], np.float64))
+            weights = None if tau is None else np.exp((sim.astype(np.float64) - sim[0]) / tau).tolist()
+            out.append(np.array([self.cider(c, refs, weights) for c in row], np.float64))
         return out
 
     def save(self, directory: str | os.PathLike) -> Path:

@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 
+from typing import TYPE_CHECKING
+
 from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from openclap.caption.generate import GenerationConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +36,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (default: cpu)")
+    add_decoding_arguments(parser)
+    parser.add_argument(
+        "--hop", type=float, default=None, metavar="SECONDS", help="window hop for long recordings"
+    )
+    parser.add_argument(
+        "--no-windows", action="store_true", help="one caption per file, no per-window captions"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.set_defaults(func=run)
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The decoding options shared by `openclap caption` and `openclap eval captioning`."""
     decode = parser.add_mutually_exclusive_group()
     decode.add_argument(
         "--beam", type=int, default=5, metavar="K", help="beam search width (default 5, msclap's)"
@@ -67,11 +87,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="rerank key += this x mean log-probability (default 0)",
     )
     parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --sample: draw N captions per input and keep the best (by --rerank, else by log p) "
+        "(default 1)",
+    )
+    parser.add_argument(
+        "--rerank-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="consensus: the captions of the K nearest training clips vote (default: the model's, 5)",
+    )
+    parser.add_argument(
+        "--rerank-tau",
+        type=float,
+        default=None,
+        help="consensus: weight each vote by exp(cosine / TAU) (default: equal votes)",
+    )
+    parser.add_argument(
         "--rerank-pool",
         choices=["beam", "beam+neighbours"],
         default="beam",
-        help="what --rerank orders: the beam's captions, or also the captions of the 5 nearest training "
-        "clips (retrieval-augmented; needs neighbours.npz) (default: beam)",
+        help="what --rerank orders: the beam's captions, or also the captions of the --rerank-k nearest "
+        "training clips (retrieval-augmented; needs neighbours.npz) (default: beam)",
     )
     parser.add_argument(
         "--rerank-consensus-weight",
@@ -79,43 +120,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="--rerank clap+consensus key = cosine + this x consensus (default 1)",
     )
-    parser.add_argument(
-        "--hop", type=float, default=None, metavar="SECONDS", help="window hop for long recordings"
-    )
-    parser.add_argument(
-        "--no-windows", action="store_true", help="one caption per file, no per-window captions"
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
-    parser.set_defaults(func=run)
 
 
-def _stamp(seconds: float) -> str:
-    m, s = divmod(seconds, 60.0)
-    return f"{int(m):02d}:{s:05.2f}"
-
-
-def run(args: argparse.Namespace) -> int:
-    """Caption every input; failed inputs are reported on stderr and make the exit code 1."""
-    from openclap.caption.pipeline import load_captioner
-    from openclap.pipeline import find_audio_files
-
+def decoding_from_args(args: argparse.Namespace, captioner) -> GenerationConfig:
+    """The ``GenerationConfig`` the decoding options ask for, checked against what ``captioner`` carries."""
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
-    files = find_audio_files(args.inputs)
-    if not files:
-        raise UsageError(f"no audio files found in {args.inputs}")
     if args.rerank_lm_weight < 0 or args.rerank_consensus_weight < 0:
         raise UsageError("--rerank-lm-weight and --rerank-consensus-weight must be >= 0")
+    if args.num_samples != 1 and not args.sample:
+        raise UsageError("--num-samples needs --sample")
     rerank = None if args.rerank == "none" else args.rerank
-    captioner = load_captioner(
-        args.model,
-        checkpoint=args.checkpoint,
-        tokenizer=args.tokenizer,
-        device=args.device,
-        rerank_model=args.rerank_model,
-    )
     if rerank is not None and "clap" in rerank and captioner.reranker is None:
         raise UsageError(
             f"--rerank {rerank} needs the captioner's CLAP model: {args.model} has no clap/ folder; "
@@ -137,14 +152,43 @@ def run(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "seed": args.seed,
+        "num_samples": args.num_samples,
         "rerank": rerank,
         "rerank_lm_weight": args.rerank_lm_weight,
         "rerank_consensus_weight": args.rerank_consensus_weight,
+        "rerank_k": args.rerank_k,
+        "rerank_tau": args.rerank_tau,
         "rerank_pool": args.rerank_pool,
     }
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
-    generation = captioner.generation_config(**overrides)
+    try:
+        return captioner.generation_config(**overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _stamp(seconds: float) -> str:
+    m, s = divmod(seconds, 60.0)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Caption every input; failed inputs are reported on stderr and make the exit code 1."""
+    from openclap.caption.pipeline import load_captioner
+    from openclap.pipeline import find_audio_files
+
+    files = find_audio_files(args.inputs)
+    if not files:
+        raise UsageError(f"no audio files found in {args.inputs}")
+    captioner = load_captioner(
+        args.model,
+        checkpoint=args.checkpoint,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        rerank_model=args.rerank_model,
+    )
+    generation = decoding_from_args(args, captioner)
     results = captioner.caption(
         files,
         generation=generation,

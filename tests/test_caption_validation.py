@@ -1,0 +1,57 @@
+"""The expected-reference validation of the captioning trainer: which captions a clip could have drawn."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from openclap_train.config import ManifestSpec, TrainConfigError
+from openclap_train.data import read_manifest, reference_draws
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_reference_draws_group_by_metadata_within_the_split(tmp_path: Path) -> None:
+    rows = [
+        {"path": "a0.wav", "caption": "a man says zero", "speaker": "a", "digit": "0", "split": "train"},
+        {"path": "a1.wav", "caption": "the spoken digit zero", "speaker": "a", "digit": "0", "split": "train"},
+        {"path": "a2.wav", "caption": "zero, said slowly", "speaker": "a", "digit": "0", "split": "train"},
+        {"path": "a3.wav", "caption": "a man says one", "speaker": "a", "digit": "1", "split": "train"},
+        {"path": "b0.wav", "caption": "b says zero", "speaker": "b", "digit": "0", "split": "train"},
+        {"path": "t0.wav", "caption": "TEST zero", "speaker": "a", "digit": "0", "split": "test"},
+    ]
+    manifest = _write(tmp_path / "m.csv", rows)
+    spec = ManifestSpec(path=str(manifest), split="train", include={"path": ["a0.wav", "a3.wav"]},
+                        reference_group=["speaker", "digit"])
+    samples = read_manifest(spec)
+    draws = reference_draws(spec, samples)
+    # own caption first, then the split's other captions of the same speaker and digit; never the test row's
+    assert draws == [["a man says zero", "the spoken digit zero", "zero, said slowly"], ["a man says one"]]
+    # without a group: the clip's own caption only
+    assert reference_draws(ManifestSpec(path=str(manifest), split="train"), samples) == [
+        ["a man says zero"], ["a man says one"]
+    ]
+    with pytest.raises(ValueError, match="reference_group columns \\['accent'\\]"):
+        bad = ManifestSpec(path=str(manifest), split="train", reference_group=["accent"])
+        reference_draws(bad, samples)
+    with pytest.raises(TrainConfigError, match="needs a split"):
+        ManifestSpec(path=str(manifest), reference_group=["speaker"])
+
+
+def test_fsdd_draws_are_the_speakers_other_takes_of_the_digit(shared_data: Path) -> None:
+    spec = ManifestSpec(path=str(shared_data / "fsdd" / "manifest.csv"), split="train",
+                        include={"source_id": ["fsdd:theo"], "take": ["5"]}, reference_group=["speaker", "digit"])
+    samples = read_manifest(spec)
+    draws = reference_draws(spec, samples)
+    assert len(samples) == 10
+    for s, d in zip(samples, draws):
+        assert d[0] == s.caption and len(d) == 45  # takes 5-49 of that digit (0-4 are the test split)
+        assert all(s.label in c.split() for c in d)  # the label column is the digit's word
