@@ -288,3 +288,38 @@ def test_consensus_voters_k_and_similarity_weights(setup: dict) -> None:
         assert 1 <= len(texts) <= 8 and len(set(texts)) == len(texts)
         votes = memory.scores(setup["embeds"][row : row + 1], [texts], k=6, tau=tau)[0]
         assert votes[0] == pytest.approx(votes.max()) and cands_row[0][1].consensus == pytest.approx(votes[0])
+
+
+def test_cli_sampled_pool_with_weighted_consensus_and_eval_captioning(setup: dict, capsys) -> None:
+    import argparse
+
+    from openclap.caption.evaluate import add_captioning_parser, run_captioning
+
+    pipe: CaptionPipeline = setup["pipe"]
+    train_paths, train_caps = zip(*setup["train"])
+    pipe.neighbours = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    try:
+        out = pipe.save_pretrained(setup["root"] / "cap-sampled")
+    finally:
+        pipe.neighbours = None
+    loaded = load_captioner(out)
+    knobs = {"rerank": "consensus", "rerank_k": 6, "rerank_tau": 0.1}
+    gen = loaded.generation_config(strategy="sample", num_samples=6, seed=2, **knobs)
+    expect = [r.caption for r in loaded.caption(setup["paths"], generation=gen, windows=False)]
+    base = ["caption", *setup["paths"], "--model", str(out), "--json", "--no-windows"]
+    flags = ["--sample", "--num-samples", "6", "--seed", "2", "--rerank", "consensus", "--rerank-k", "6",
+             "--rerank-tau", "0.1"]
+    assert cli.main([*base, *flags]) == 0
+    assert [json.loads(line)["caption"] for line in capsys.readouterr().out.splitlines()] == expect
+    assert cli.main([*base, "--num-samples", "6"]) == 2  # several draws need --sample
+    assert cli.main([*base, "--sample", "--rerank", "consensus", "--rerank-tau", "0"]) == 2  # tau > 0
+    capsys.readouterr()
+    # `openclap eval captioning` takes the same decoding options and scores the same captions
+    manifest = setup["root"] / "eval.csv"
+    manifest.write_text("path,caption\n" + "".join(f"{p},a test caption\n" for p in setup["paths"]))
+    parser = argparse.ArgumentParser()
+    add_captioning_parser(parser.add_subparsers())
+    args = parser.parse_args(["captioning", "--manifest", str(manifest), "--model", str(out), "--json", *flags])
+    assert run_captioning(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["caption"] for c in report["captions"]] == expect

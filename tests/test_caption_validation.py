@@ -24,6 +24,8 @@ def test_reference_draws_group_by_metadata_within_the_split(tmp_path: Path) -> N
         {"path": "a0.wav", "caption": "a man says zero", "speaker": "a", "digit": "0", "split": "train"},
         {"path": "a1.wav", "caption": "the spoken digit zero", "speaker": "a", "digit": "0", "split": "train"},
         {"path": "a2.wav", "caption": "zero, said slowly", "speaker": "a", "digit": "0", "split": "train"},
+        {"path": "a4.wav", "caption": "zero, said slowly", "speaker": "a", "digit": "0", "split": "train"},
+        {"path": "a5.wav", "caption": "a man says zero", "speaker": "a", "digit": "0", "split": "train"},
         {"path": "a3.wav", "caption": "a man says one", "speaker": "a", "digit": "1", "split": "train"},
         {"path": "b0.wav", "caption": "b says zero", "speaker": "b", "digit": "0", "split": "train"},
         {"path": "t0.wav", "caption": "TEST zero", "speaker": "a", "digit": "0", "split": "test"},
@@ -33,7 +35,8 @@ def test_reference_draws_group_by_metadata_within_the_split(tmp_path: Path) -> N
                         reference_group=["speaker", "digit"])
     samples = read_manifest(spec)
     draws = reference_draws(spec, samples)
-    # own caption first, then the split's other captions of the same speaker and digit; never the test row's
+    # own caption first, then the split's other captions of the same speaker and digit, each text once (a
+    # repeated template must not weigh more); never the test row's
     assert draws == [["a man says zero", "the spoken digit zero", "zero, said slowly"], ["a man says one"]]
     # without a group: the clip's own caption only
     assert reference_draws(ManifestSpec(path=str(manifest), split="train"), samples) == [
@@ -53,5 +56,6 @@ def test_fsdd_draws_are_the_speakers_other_takes_of_the_digit(shared_data: Path)
     draws = reference_draws(spec, samples)
     assert len(samples) == 10
     for s, d in zip(samples, draws):
-        assert d[0] == s.caption and len(d) == 45  # takes 5-49 of that digit (0-4 are the test split)
+        # takes 5-49 of that digit (0-4 are the test split) use the speaker's 8 templates (7 + his accent's), each once
+        assert d[0] == s.caption and len(d) == len(set(d)) == 8
         assert all(s.label in c.split() for c in d)  # the label column is the digit's word

@@ -137,8 +137,10 @@ def read_manifest(spec: ManifestSpec | str) -> list[Sample]:
 
 
 def reference_draws(spec: ManifestSpec, samples: Sequence[Sample]) -> list[list[str]]:
-    """For each of ``samples`` (read with ``spec``): its caption, then the captions of the other rows of
-    ``spec.split`` sharing its values in ``spec.reference_group`` (the references it could have drawn)."""
+    """For each of ``samples`` (read with ``spec``): its caption, then the distinct captions of the other
+    rows of ``spec.split`` sharing its values in ``spec.reference_group`` (the references it could have
+    drawn), each text once: how often the split happens to repeat a caption must not weigh, because a
+    consensus reranker votes with those very training captions and would be scored against its own votes."""
     if not spec.reference_group:
         return [[s.caption] for s in samples]
     path = Path(spec.path)
@@ -160,7 +162,8 @@ def reference_draws(spec: ManifestSpec, samples: Sequence[Sample]) -> list[list[
     for s in samples:
         if s.path not in key_of:
             raise ValueError(f"{s.path} is not a row of split {spec.split!r} of {path}")
-        out.append([s.caption] + [c for p, c in groups[key_of[s.path]] if p != s.path])
+        others = dict.fromkeys(c for p, c in groups[key_of[s.path]] if p != s.path and c != s.caption)
+        out.append([s.caption, *others])
     return out
 
 

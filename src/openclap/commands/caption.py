@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
 from typing import TYPE_CHECKING
 
 from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from openclap.caption.generate import GenerationConfig
+    from openclap.caption.pipeline import CaptionPipeline
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -122,7 +122,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def decoding_from_args(args: argparse.Namespace, captioner) -> GenerationConfig:
+def decoding_from_args(args: argparse.Namespace, captioner: CaptionPipeline) -> GenerationConfig:
     """The ``GenerationConfig`` the decoding options ask for, checked against what ``captioner`` carries."""
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
