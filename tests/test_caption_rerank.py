@@ -39,6 +39,7 @@ def setup(write_esc10_caption_manifest, tmp_path_factory: pytest.TempPathFactory
     model, tokenizer = build_caption_model(tcfg)
     pipe = CaptionPipeline(model.eval(), tokenizer, reranker=ClapReranker.load(clap_dir))
     paths = [r["path"] for r in test]
+    train_caps = [r["caption"] for r in train]
     return {
         "root": root,
         "clap": clap_dir,
@@ -46,7 +47,9 @@ def setup(write_esc10_caption_manifest, tmp_path_factory: pytest.TempPathFactory
         "pipe": pipe,
         "paths": paths,
         "embeds": pipe.audio.embed_audio(paths),
-        "train": [(r["path"], r["caption"]) for r in train],
+        "train_caps": train_caps,
+        # consensus votes: the training clips' embeddings and captions, 3 voters by default
+        "memory": NeighbourCaptions(pipe.audio.embed_audio([r["path"] for r in train]), train_caps, k=3),
     }
 
 
@@ -109,8 +112,7 @@ def test_rerank_function_keys_ties_and_errors(setup: dict) -> None:
 
 def test_consensus_scores_agreement_with_the_nearest_training_captions(setup: dict) -> None:
     pipe: CaptionPipeline = setup["pipe"]
-    train_paths, train_caps = zip(*setup["train"])
-    memory = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    train_caps, memory = setup["train_caps"], setup["memory"]
     idx = memory.neighbours(setup["embeds"])
     # the neighbours are the most cosine-similar training clips, nearest first
     sims = setup["embeds"] @ memory.embeds.T
@@ -136,8 +138,7 @@ def test_consensus_scores_agreement_with_the_nearest_training_captions(setup: di
 
 def test_saved_model_bundles_the_reranker_and_the_cli_uses_it(setup: dict, monkeypatch, capsys) -> None:
     pipe: CaptionPipeline = setup["pipe"]
-    train_paths, train_caps = zip(*setup["train"])
-    pipe.neighbours = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    pipe.neighbours = setup["memory"]
     try:
         out = pipe.save_pretrained(setup["root"] / "cap")
     finally:
@@ -214,8 +215,7 @@ def test_trainer_chooses_the_decoding_on_validation(setup: dict) -> None:
 
 def test_retrieval_pool_adds_the_nearest_training_captions_scored_by_the_decoder(setup: dict) -> None:
     pipe: CaptionPipeline = setup["pipe"]
-    train_paths, train_caps = zip(*setup["train"])
-    memory = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    train_caps, memory = setup["train_caps"], setup["memory"]
     embeds = setup["embeds"]
     beams = pipe.caption_embeddings(embeds, pipe.generation_config(beam_size=BEAM))
     # teacher forcing gives a caption the log-probability the incremental decoder (KV cache) gives it
@@ -251,8 +251,7 @@ def test_retrieval_pool_adds_the_nearest_training_captions_scored_by_the_decoder
 
 def test_consensus_voters_k_and_similarity_weights(setup: dict) -> None:
     pipe: CaptionPipeline = setup["pipe"]
-    train_paths, train_caps = zip(*setup["train"])
-    memory = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    train_caps, memory = setup["train_caps"], setup["memory"]
     e = setup["embeds"][:1]
     near6 = memory.neighbours(e, 6)[0]
     assert near6[:3] == memory.neighbours(e)[0] and len(near6) == 6
@@ -296,8 +295,7 @@ def test_cli_sampled_pool_with_weighted_consensus_and_eval_captioning(setup: dic
     from openclap.caption.evaluate import add_captioning_parser, run_captioning
 
     pipe: CaptionPipeline = setup["pipe"]
-    train_paths, train_caps = zip(*setup["train"])
-    pipe.neighbours = NeighbourCaptions(pipe.audio.embed_audio(list(train_paths)), train_caps, k=3)
+    pipe.neighbours = setup["memory"]
     try:
         out = pipe.save_pretrained(setup["root"] / "cap-sampled")
     finally:

@@ -34,7 +34,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -557,16 +557,18 @@ def _scores_by_set(
     return out
 
 
+def _means_by_set(specs: list[ManifestSpec], parts: list[list], per_item: np.ndarray) -> dict[str, float]:
+    """Mean of per-clip scores over each manifest's clips (``parts`` in the order of ``specs``)."""
+    out, start = {}, 0
+    for spec, part in zip(specs, parts):
+        out[spec.display_name] = float(per_item[start : start + len(part)].mean())
+        start += len(part)
+    return out
+
+
 def _search_key(gen: GenerationConfig) -> GenerationConfig:
-    return replace(
-        gen,
-        rerank=None,
-        rerank_lm_weight=0.0,
-        rerank_consensus_weight=1.0,
-        rerank_k=None,
-        rerank_tau=None,
-        rerank_pool="beam",
-    )
+    # the search alone: every rerank_* knob back to its default
+    return replace(gen, **{f.name: f.default for f in fields(GenerationConfig) if f.name.startswith("rerank")})
 
 
 def decode_settings(
@@ -615,11 +617,7 @@ def choose_decoding(
         if expected:  # the basis of the choice: the mean over the references each clip could have drawn
             per = np.array(expected_cider_d_per_item(captions, refs, draws))
             row["expected_cider_d"] = float(per.mean())
-            row["expected_per_set"] = {}
-            start = 0
-            for spec, part in zip(cfg.val_manifest, parts):
-                row["expected_per_set"][spec.display_name] = float(per[start : start + len(part)].mean())
-                start += len(part)
+            row["expected_per_set"] = _means_by_set(cfg.val_manifest, parts, per)
         return row
 
     metric = "expected_cider_d" if expected else "cider_d"
@@ -716,12 +714,11 @@ def evaluate_run(
         expected = {}
         for name, captions in (("model", generated), ("nearest_caption_baseline", baseline)):
             per = np.array(expected_cider_d_per_item(captions, refs, draws))
-            expected[name] = {"cider_d": float(per.mean()), "per_set": {}}
-            start = 0
-            for spec, part in zip(cfg.test_manifest, parts):
-                expected[name]["per_set"][spec.display_name] = float(per[start : start + len(part)].mean())
-                start += len(part)
-            expected[name]["per_item"] = [round(float(x), 4) for x in per]
+            expected[name] = {
+                "cider_d": float(per.mean()),
+                "per_set": _means_by_set(cfg.test_manifest, parts, per),
+                "per_item": [round(float(x), 4) for x in per],
+            }
     diff = np.array([m["cider_d"] - b["cider_d"] for m, b in zip(model_report.captions, base_report.captions)])
     out = {
         "test_clips": len(test),

@@ -158,17 +158,7 @@ def cider_d_per_item(
 ) -> list[float]:
     """CIDEr-D of each candidate; the idf comes from all the references given (the test corpus)."""
     _check(candidates, references)
-    ref_counts = [[_counts(tokenize(r), max_n) for r in refs] for refs in references]
-    df: Counter = Counter()
-    for refs in ref_counts:
-        df.update({g for c in refs for g in c})
-    log_n = math.log(float(len(candidates)))
-    scores = []
-    for cand, refs in zip(candidates, ref_counts):
-        vec_c = _vector(_counts(tokenize(cand), max_n), df, log_n, max_n)
-        total = sum(_cider_pair(vec_c, _vector(ref, df, log_n, max_n), max_n, sigma) for ref in refs)
-        scores.append(10.0 * total / max_n / len(refs))
-    return scores
+    return _mean_single_reference_cider(candidates, references, references, max_n, sigma)
 
 
 def expected_cider_d_per_item(
@@ -188,22 +178,33 @@ def expected_cider_d_per_item(
     _check(candidates, references)
     if len(draws) != len(candidates) or any(len(d) == 0 for d in draws):
         raise ValueError(f"need a non-empty list of draws for each of the {len(candidates)} candidates")
+    return _mean_single_reference_cider(candidates, references, draws, max_n, sigma)
+
+
+def _mean_single_reference_cider(
+    candidates: Sequence[str],
+    references: Sequence[Sequence[str]],
+    scored_against: Sequence[Sequence[str]],
+    max_n: int,
+    sigma: float,
+) -> list[float]:
+    # CIDEr-D with several references is the mean of the single-reference scores; idf from `references`
     df: Counter = Counter()
     for refs in references:
         df.update({g for r in refs for g in _counts(tokenize(r), max_n)})
     log_n = math.log(float(len(candidates)))
     vectors: dict[str, tuple] = {}
 
-    def vector(text: str):
+    def vector(text: str) -> tuple:
         if text not in vectors:
             vectors[text] = _vector(_counts(tokenize(text), max_n), df, log_n, max_n)
         return vectors[text]
 
     scores = []
-    for cand, alternatives in zip(candidates, draws):
+    for cand, refs in zip(candidates, scored_against):
         vec_c = vector(cand)
-        total = sum(_cider_pair(vec_c, vector(ref), max_n, sigma) for ref in alternatives)
-        scores.append(10.0 * total / max_n / len(alternatives))
+        total = sum(_cider_pair(vec_c, vector(ref), max_n, sigma) for ref in refs)
+        scores.append(10.0 * total / max_n / len(refs))
     return scores
 
 

@@ -148,7 +148,7 @@ class NeighbourCaptions:
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         return idx.tolist(), np.take_along_axis(sims, idx, axis=1)
 
-    def _vector(self, text: str):
+    def _tfidf(self, text: str) -> tuple:
         # the same training captions vote for many candidates: keep their tf-idf vectors (bounded)
         got = self._vectors.get(text)
         if got is None:
@@ -162,14 +162,10 @@ class NeighbourCaptions:
         the training idf."""
         if weights is not None and len(weights) != len(references):
             raise ValueError(f"{len(weights)} weights for {len(references)} references")
-        vec_c = self._vector(candidate)
-        total = 0.0
-        for j, ref in enumerate(references):
-            one = _cider_pair(vec_c, self._vector(ref))
-            total += one if weights is None else float(weights[j]) * one
-        if weights is None:
-            return 10.0 * total / 4 / max(len(references), 1)
-        return 10.0 * total / 4 / max(float(sum(weights)), 1e-12)
+        w = [1.0] * len(references) if weights is None else [float(x) for x in weights]
+        vec_c = self._tfidf(candidate)
+        total = sum(wj * _cider_pair(vec_c, self._tfidf(ref)) for wj, ref in zip(w, references))
+        return 10.0 * total / 4 / max(sum(w), 1e-12)
 
     def scores(
         self,
