@@ -16,6 +16,13 @@ Conventions
   filter with about 20-bit precision (-120 dB stop band), far below what a float32 log-mel front end
   resolves, and roughly twice as fast as ``"VHQ"``. The streaming path (:func:`iter_audio_blocks`) uses the
   same filter, so its output matches :func:`load_audio`.
+* Decode budget: before a file is decoded, :func:`load_audio` checks what its header announces against a
+  :class:`DecodeBudget` (default :data:`DEFAULT_DECODE_BUDGET`: at most 2**29 frames x channels, about
+  1.5 h of 48 kHz stereo or 2 GB of float32, and a sample rate of 1-384 kHz), then decodes in blocks
+  of about 1 M samples, downmixing each, so a small file whose header promises hours of 8-channel audio
+  at 655 kHz is refused in microseconds, and one whose header lies cannot make it hold more than the
+  budget. Raise the budget (``DecodeBudget(max_samples=None)``) for longer files, or stream them with
+  :func:`iter_audio_blocks`, whose memory does not grow with length.
 * Silent (all-zero) audio is an error unless ``allow_silent=True``: it almost always means a broken
   recording or export, and its log-mel is a constant ``10 * log10(amin)`` image. Non-finite samples
   (NaN/inf) are always an error.
@@ -44,11 +51,16 @@ import torch
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_DECODE_BUDGET",
     "RESAMPLE_QUALITY",
     "AudioFileNotFoundError",
     "AudioInfo",
     "AudioLoadError",
+    "AudioTooLargeError",
+    "DecodeBudget",
     "audio_info",
+    "budget_frames",
+    "check_decode_budget",
     "iter_audio_blocks",
     "load_audio",
     "supported_formats",
@@ -75,6 +87,10 @@ class AudioFileNotFoundError(AudioLoadError, FileNotFoundError):
     """The audio file does not exist (also catchable as ``FileNotFoundError``)."""
 
 
+class AudioTooLargeError(AudioLoadError):
+    """The file's header announces more audio than the :class:`DecodeBudget` allows."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file's header says about it."""
@@ -85,6 +101,77 @@ class AudioInfo:
     duration: float  # seconds: frames / sample_rate
     format: str  # libsndfile major format, e.g. "FLAC", "WAV", "MP3"
     subtype: str  # sample encoding, e.g. "PCM_16", "FLOAT", "VORBIS"
+
+
+@dataclass(frozen=True)
+class DecodeBudget:
+    """What a file's header may announce before any of it is decoded.
+
+    ``max_samples`` bounds frames x channels (None: no bound), ``max_seconds`` the duration (None: no
+    bound); the sample rate must lie in ``[min_rate, max_rate]`` Hz.
+    """
+
+    max_samples: int | None = 1 << 29
+    max_seconds: float | None = None
+    min_rate: int = 1_000
+    max_rate: int = 384_000
+
+    def __post_init__(self) -> None:
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1 or None, got {self.max_samples}")
+        if self.max_seconds is not None and not (math.isfinite(self.max_seconds) and self.max_seconds > 0):
+            raise ValueError(f"max_seconds must be a positive finite number or None, got {self.max_seconds}")
+        if not 0 < self.min_rate <= self.max_rate:
+            raise ValueError(f"need 0 < min_rate <= max_rate, got {self.min_rate}, {self.max_rate}")
+
+
+DEFAULT_DECODE_BUDGET = DecodeBudget()
+"""The budget :func:`load_audio` applies unless told otherwise: 2**29 frames x channels, 1-384 kHz."""
+
+_STREAM_BUDGET = DecodeBudget(max_samples=None)  # streaming memory does not grow with length
+
+
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile reports 2**63 - 1 frames when a header leaves the length open
+
+
+def check_decode_budget(
+    info: AudioInfo, budget: DecodeBudget, name: str, path: str | os.PathLike[str] | None = None
+) -> None:
+    """Raise if ``info`` (a header) is outside ``budget``: ``AudioLoadError`` for the rate,
+    ``AudioTooLargeError`` for the size; ``name`` is the file as the message should call it.
+
+    A header that leaves the length open (e.g. a streamed FLAC) passes the size checks here; the
+    decoder then stops at the budget (see :func:`budget_frames`).
+    """
+    if not budget.min_rate <= info.sample_rate <= budget.max_rate:
+        raise AudioLoadError(
+            f"{name} declares a sample rate of {info.sample_rate} Hz, outside the accepted "
+            f"{budget.min_rate}-{budget.max_rate} Hz; resample it (e.g. `ffmpeg -i IN -ar 48000 OUT.flac`)",
+            path,
+        )
+    if info.frames >= _UNKNOWN_FRAMES:
+        return
+    samples = info.frames * info.channels
+    if budget.max_samples is not None and samples > budget.max_samples:
+        raise AudioTooLargeError(
+            f"{name} declares {info.frames} frames x {info.channels} channels = {samples} samples, over "
+            f"the decode budget of {budget.max_samples}; split the file, or stream it block by block",
+            path,
+        )
+    if budget.max_seconds is not None and info.duration > budget.max_seconds:
+        raise AudioTooLargeError(
+            f"{name} lasts {info.duration:.1f} s, over the {budget.max_seconds:g} s limit", path
+        )
+
+
+def budget_frames(budget: DecodeBudget, sample_rate: int, channels: int) -> int | None:
+    """Most frames ``budget`` lets a decoder produce at this rate and channel count (None: no bound)."""
+    caps = []
+    if budget.max_samples is not None:
+        caps.append(budget.max_samples // max(channels, 1))
+    if budget.max_seconds is not None:
+        caps.append(math.floor(budget.max_seconds * sample_rate))
+    return min(caps) if caps else None
 
 
 def supported_formats() -> list[str]:
@@ -143,15 +230,19 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """
     p = _check_path(path)
     with _open(p) as f:
-        rate, frames = int(f.samplerate), int(f.frames)
-        return AudioInfo(
-            sample_rate=rate,
-            channels=int(f.channels),
-            frames=frames,
-            duration=frames / rate,
-            format=str(f.format),
-            subtype=str(f.subtype),
-        )
+        return _header(f)
+
+
+def _header(f: sf.SoundFile) -> AudioInfo:
+    rate, frames = int(f.samplerate), int(f.frames)
+    return AudioInfo(
+        sample_rate=rate,
+        channels=int(f.channels),
+        frames=frames,
+        duration=frames / rate if rate > 0 else math.inf,
+        format=str(f.format),
+        subtype=str(f.subtype),
+    )
 
 
 def _to_float_array(source: Any) -> np.ndarray:
@@ -231,22 +322,60 @@ def _check_rate(value: Any, what: str) -> int:
     return int(value)
 
 
-def _decode_file(path: Path) -> tuple[np.ndarray, int]:
-    """Whole file -> (mono float32, rate), checking for truncation."""
+_BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) per read: ~4 MB of float32
+
+
+def _decode_file(path: Path, budget: DecodeBudget) -> tuple[np.ndarray, int]:
+    """Whole file -> (mono float32, rate), within ``budget``, checking for truncation.
+
+    Decodes block by block into one mono array, so peak memory is the mono signal plus one block
+    whatever the channel count; a header that understates the length cannot push it past the budget.
+    """
+    name = f"audio file '{path}'"
     with _open(path) as f:
-        rate, expected = int(f.samplerate), int(f.frames)
-        try:
-            data = f.read(dtype="float32", always_2d=True)  # (frames, channels)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise _read_error(path, exc) from exc
-    if 0 < len(data) < expected:
+        info = _header(f)
+        check_decode_budget(info, budget, name, path)
+        rate, expected, channels = info.sample_rate, info.frames, info.channels
+        known = expected < _UNKNOWN_FRAMES
+        if not known:
+            expected = 0  # length left open: every block goes to `extra`, bounded by the budget
+        cap = budget_frames(budget, rate, channels)
+        buf = np.empty((max(1, _BLOCK_SAMPLES // channels), channels), dtype=np.float32)
+        mono = np.empty(expected, dtype=np.float32)
+        extra: list[np.ndarray] = []  # frames beyond the header's count (a header that lies)
+        decoded = 0
+        while True:
+            try:
+                data = f.read(out=buf)  # (frames, channels), a view of buf
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise _read_error(path, exc) from exc
+            n = len(data)
+            if n == 0:
+                break
+            if cap is not None and decoded + n > cap:
+                raise AudioTooLargeError(
+                    f"{name} decodes to more than {cap} frames x {channels} channels, over the decode "
+                    f"budget ({budget.max_samples} samples, {budget.max_seconds} s) although its header "
+                    f"announced {info.frames if known else 'an open length'}; split or re-encode the file",
+                    path,
+                )
+            block = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
+            room = max(0, min(n, expected - decoded))
+            mono[decoded : decoded + room] = block[:room]
+            if room < n:
+                extra.append(block[room:].copy())
+            decoded += n
+            if n < len(buf):
+                break
+    if known and 0 < decoded < expected:
         raise AudioLoadError(
-            f"'{path}' is truncated: its header announces {expected} frames but only {len(data)} "
+            f"'{path}' is truncated: its header announces {expected} frames but only {decoded} "
             "could be decoded; re-export or re-download the file",
             path,
         )
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
-    return mono, rate
+    if extra:
+        mono = np.concatenate([mono, *extra])
+    return mono[:decoded], rate
 
 
 def load_audio(
@@ -255,6 +384,7 @@ def load_audio(
     *,
     source_rate: int | None = None,
     allow_silent: bool = False,
+    budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
 ) -> np.ndarray:
     """Load audio as a mono float32 waveform at ``sample_rate``.
 
@@ -266,6 +396,8 @@ def load_audio(
         source_rate: rate of in-memory ``source`` in Hz; required for arrays, and a ``ValueError`` for
             files (their header gives the rate).
         allow_silent: accept all-zero audio instead of raising.
+        budget: what a file's header may announce (frames x channels, duration, sample rate); checked
+            before decoding. Default :data:`DEFAULT_DECODE_BUDGET`.
 
     Returns:
         ``(samples,)`` float32, C-contiguous, channels averaged, resampled with soxr ``"HQ"``.
@@ -273,8 +405,10 @@ def load_audio(
     Raises:
         AudioFileNotFoundError: the file does not exist.
         AudioLoadError: the file is empty, corrupt, truncated or in an unsupported format; the audio
-            has no frames, contains NaN/inf, or is silent (unless ``allow_silent``). The message names
-            the file.
+            has no frames, contains NaN/inf, or is silent (unless ``allow_silent``); its sample rate is
+            outside the budget's range. The message names the file.
+        AudioTooLargeError: the header announces more than ``budget`` allows (a subclass of
+            ``AudioLoadError``).
         ValueError: bad ``sample_rate``/``source_rate`` arguments.
     """
     sample_rate = _check_rate(sample_rate, "sample_rate")
@@ -285,7 +419,7 @@ def load_audio(
                 "its header, so pass source_rate only with array input"
             )
         path = _check_path(source)
-        mono, rate = _decode_file(path)
+        mono, rate = _decode_file(path, budget)
         name, where = f"audio file '{path}'", source
     elif isinstance(source, (np.ndarray, torch.Tensor)):
         if source_rate is None:
@@ -312,6 +446,7 @@ def iter_audio_blocks(
     block_seconds: float,
     *,
     allow_silent: bool = False,
+    budget: DecodeBudget = _STREAM_BUDGET,
 ) -> Iterator[np.ndarray]:
     """Decode a long file block by block: mono float32 blocks at ``sample_rate``.
 
@@ -322,6 +457,9 @@ def iter_audio_blocks(
 
     Validation happens as the file is read: a corrupt block raises when it is reached, and silence
     (every sample 0) or a short read can only be known, and is raised, after the last block.
+
+    ``budget`` is checked against the header as in :func:`load_audio`; by default only the sample rate
+    is bounded (1-384 kHz), since memory here does not grow with the file's length.
 
     Raises:
         AudioFileNotFoundError, AudioLoadError: as :func:`load_audio`.
@@ -336,6 +474,7 @@ def iter_audio_blocks(
     p = _check_path(path)
     name = f"audio file '{p}'"
     with _open(p) as f:
+        check_decode_budget(_header(f), budget, name, p)
         rate, expected = int(f.samplerate), int(f.frames)
         if expected == 0:
             raise AudioLoadError(f"{name} contains no audio (0 frames); re-export it", p)
