@@ -22,18 +22,20 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
 from openclap.index import build_index_from_files
-from openclap.server import Batcher, ServerSettings, create_app
+from openclap.server import Batcher, ServerSettings, create_app, uvicorn_config
 
 TOKEN = "s3cret-token"
+DEMO = Path(openclap.__file__).parent / "assets" / "demo"
 
 
 class LiveServer:
-    """uvicorn serving ``app`` in a thread; ``url`` is its base URL."""
+    """uvicorn serving ``app`` in a thread with the service's own limits; ``url`` is its base URL."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, settings: ServerSettings | None = None) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        config = uvicorn_config(app, "127.0.0.1", 0, settings or ServerSettings(), log_level="warning")
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -41,8 +43,8 @@ class LiveServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -55,11 +57,11 @@ def pipe():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data):
+def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     lib = root / "lib"
     lib.mkdir()
-    files = sorted((shared_data / "esc10" / "audio").glob("*.flac"))[:10]
+    files = sorted(DEMO.glob("*.flac"))[:10]
     for p in files:
         (lib / p.name).write_bytes(p.read_bytes())
     secret = root / "secret.flac"  # outside the indexed root
@@ -73,7 +75,8 @@ def server(pipe, corpus):
     index, _ = build_index_from_files(pipe, [corpus / "lib"], corpus / "index", EmbedOptions(num_workers=0))
     index.remove_paths([str((corpus / "lib" / "link.flac").resolve())])
     settings = ServerSettings(token=TOKEN, max_upload_bytes=400_000, max_duration=30.0, max_wait=0.05)
-    live = LiveServer(create_app(pipe, index, settings))
+    live = LiveServer(create_app(pipe, index, settings), settings)
+    live.index = index
     yield live
     live.stop()
 
@@ -92,10 +95,13 @@ def _flac_bytes(wave: np.ndarray, rate: int) -> bytes:
 
 def test_health_page_and_no_cors(server):
     r = httpx.get(server.url + "/health", headers={"Origin": "http://evil.example"})
-    assert r.status_code == 200 and r.json()["embed_dim"] == 64 and r.json()["index_rows"] == 10
+    assert r.status_code == 200 and r.json()["embed_dim"] == 64 and r.json()["index_rows"] == len(
+        list(DEMO.glob("*.flac"))[:10]
+    )
     assert "access-control-allow-origin" not in r.headers
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "<form" in page.text and "/search?q=" in page.text
+    assert "&top_k=" in page.text and "token=" not in page.text
 
 
 def test_token_required(server):
@@ -152,10 +158,10 @@ def test_embed_audio_and_classify(client, pipe, corpus):
     assert r.status_code == 422 and "template" in r.json()["detail"]
 
 
-def test_upload_limits_and_corrupt_audio(client, server, shared_data):
+def test_upload_limits_and_corrupt_audio(client, server):
     big = os.urandom(500_000)
     r = client.post("/embed/audio", files={"file": ("big.wav", big)})
-    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert r.status_code == 413  # Content-Length over the limit: Starlette's plain "Content Too Large"
     long = _flac_bytes(np.zeros(16000 * 40, np.float32) + 0.01, 16000)  # 40 s of a tiny DC: small, too long
     r = client.post("/embed/audio", files={"file": ("long.flac", long)})
     assert r.status_code == 413 and "40.0 s" in r.json()["detail"]
@@ -169,42 +175,46 @@ def test_upload_limits_and_corrupt_audio(client, server, shared_data):
     assert r.status_code == 422 and "silent" in r.json()["detail"]
 
 
-def test_search_and_audio_serving_refuses_traversal(client, corpus):
-    r = client.get("/search", params={"q": "a dog barking", "k": 3})
+def test_search_and_audio_serving_refuses_traversal(client, server, corpus):
+    client.index = server.index
+    r = client.get("/search", params={"q": "a dog barking", "top_k": 3})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
-    assert len(results) == 3 and all(Path(h["path"]).parent == (corpus / "lib").resolve() for h in results)
+    lib = corpus / "lib"
+    assert len(results) == 3 and all((lib / h["path"]).is_file() and "/" not in h["path"] for h in results)
     audio = client.get(results[0]["audio_url"].split("#")[0])
-    assert audio.status_code == 200 and audio.content == Path(results[0]["path"]).read_bytes()
+    assert audio.status_code == 200 and audio.content == (lib / results[0]["path"]).read_bytes()
+    assert client.get(f"/audio/{results[1]['row']}").content == (lib / results[1]["path"]).read_bytes()
 
-    lib = (corpus / "lib").resolve()
-    for bad in [
-        "/etc/passwd",
-        f"{lib}/../secret.flac",
-        str(corpus / "secret.flac"),
-        str(lib / "link.flac"),
-        "../../../../etc/passwd",
-        str(lib),
-    ]:
+    # The symlink row (lib/link.flac -> ../secret.flac) was removed from the index: its row is refused,
+    # and no path (traversal, absolute, relative) is accepted at all.
+    index = client.index
+    hidden = [i for i, row in enumerate(index.rows) if row.deleted or index._deleted[i]]
+    assert hidden and all(client.get(f"/audio/{i}").status_code == 403 for i in hidden)
+    for bad in ["/etc/passwd", f"{lib}/../secret.flac", str(lib / "link.flac"), "../../../../etc/passwd"]:
         r = client.get("/audio", params={"path": bad})
-        assert r.status_code == 403, bad
-    r = client.get(
-        "/audio", params={"path": results[0]["path"], "token": TOKEN}, headers={"Authorization": ""}
-    )
-    assert r.status_code == 200
-    assert client.get("/search", params={"q": "dog", "k": 0}).status_code == 422
+        assert r.status_code == 404 and "row id" in r.json()["detail"], bad
+    r = client.get("/audio", params={"path": str(lib / results[0]["path"]), "token": TOKEN})
+    assert r.status_code == 404
+    assert client.get("/search", params={"q": "dog", "top_k": 0}).status_code == 422
 
-    clip = corpus / "lib" / Path(results[1]["path"]).name
-    r = client.post("/search/audio", files={"file": (clip.name, clip.read_bytes())}, params={"k": 2})
-    assert r.status_code == 200 and r.json()["results"][0]["path"] == str(clip.resolve())
+    clip = lib / results[1]["path"]
+    r = client.post("/search/audio", files={"file": (clip.name, clip.read_bytes())}, params={"top_k": 2})
+    assert r.status_code == 200 and r.json()["results"][0]["path"] == results[1]["path"]
 
 
 def test_cors_when_enabled(pipe):
-    live = LiveServer(create_app(pipe, None, ServerSettings(cors_origins=["http://app.example"])))
+    settings = ServerSettings(cors_origins=["http://app.example"])
+    live = LiveServer(create_app(pipe, None, settings), settings)
     try:
         r = httpx.get(live.url + "/health", headers={"Origin": "http://app.example"})
         assert r.headers.get("access-control-allow-origin") == "http://app.example"
         assert httpx.get(live.url + "/search", params={"q": "x"}).status_code == 404  # no index
+        preflight = httpx.options(
+            live.url + "/embed/text",
+            headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 200
     finally:
         live.stop()
 

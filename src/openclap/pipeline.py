@@ -36,6 +36,16 @@ from openclap.text.tokenizer import TextInputError, TextTokenizer
 
 logger = logging.getLogger(__name__)
 
+
+def fill_template(template: str, label: str) -> str:
+    """``template`` with its one ``{}`` replaced by ``label``: plain substitution, never ``str.format``
+    (a template may come from a user, and format specs like ``{:>10000000}`` cost memory)."""
+    if template.count("{}") != 1:
+        raise ValueError(
+            f"template must contain '{{}}' exactly once, where the label goes; got {template[:80]!r}"
+        )
+    return template.replace("{}", label)
+
 # An audio input: a path, or a waveform with its sample rate (a bare array needs sample_rate=).
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | tuple[Any, int]
 
@@ -286,7 +296,7 @@ class ClapPipeline:
         progress: bool = False,
         on_error: str = "raise",
     ) -> list[Classification]:
-        """Zero-shot classification: each input scored against ``template.format(label)`` prompts.
+        """Zero-shot classification: each input scored against ``fill_template(template, label)`` prompts.
 
         ``on_error="skip"`` returns failed inputs as results with ``error`` set instead of raising.
         """
@@ -295,11 +305,9 @@ class ClapPipeline:
             raise ValueError("classify needs at least one label, e.g. labels=['dog', 'rain']")
         if len(set(labels)) != len(labels):
             raise ValueError(f"labels must be unique, got {labels}")
-        if "{}" not in template:
-            raise ValueError(f"template must contain '{{}}' where the label goes, got {template!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        text = self._cached_text([template.format(label) for label in labels])  # (L, D)
+        text = self._cached_text([fill_template(template, label) for label in labels])  # (L, D)
         k = len(labels) if top_k is None else max(1, min(top_k, len(labels)))
         scale = float(self.model.scale().detach())
         out = []

@@ -2,5 +2,6 @@
 
 from openclap.server.app import ServerSettings, create_app
 from openclap.server.batching import Batcher
+from openclap.server.protocol import uvicorn_config
 
-__all__ = ["Batcher", "ServerSettings", "create_app"]
+__all__ = ["Batcher", "ServerSettings", "create_app", "uvicorn_config"]

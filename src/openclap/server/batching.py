@@ -2,8 +2,10 @@
 
 A ``Batcher`` owns one worker thread. ``submit(item)`` returns a ``concurrent.futures.Future``; the
 worker takes the first waiting item, collects more for up to ``max_wait`` seconds (or until
-``max_items``), runs ``fn(items) -> results`` once and resolves each future with its result. An
-exception in ``fn`` fails every future of that batch.
+``max_items``), runs ``fn(items) -> results`` once and resolves each future with its result.
+
+One bad item must not fail its companions: if ``fn`` raises on a batch of several items, each item is
+run again on its own, so only the items that raise on their own get the exception.
 """
 
 from __future__ import annotations
@@ -77,18 +79,25 @@ class Batcher:
             if stop:
                 return
 
-    def _run(self, batch: list[tuple[Any, Future]]) -> None:
-        items = [item for item, _ in batch]
-        try:
-            results = self.fn(items)
-            if len(results) != len(items):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
-        except Exception as exc:  # every waiting request gets the error
-            logger.exception("batch of %d item(s) failed", len(items))
-            for _, fut in batch:
-                fut.set_exception(exc)
-            return
+    def _call(self, items: list[Any]) -> Sequence[Any]:
+        results = self.fn(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
         self.batches += 1
         self.items += len(items)
+        return results
+
+    def _run(self, batch: list[tuple[Any, Future]]) -> None:
+        try:
+            results = self._call([item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - any error: isolate it to the item that causes it
+            if len(batch) == 1:
+                logger.info("batch item failed: %s", exc)
+                batch[0][1].set_exception(exc)
+                return
+            logger.info("batch of %d items failed (%s); retrying them one by one", len(batch), exc)
+            for one in batch:
+                self._run([one])
+            return
         for (_, fut), res in zip(batch, results):
             fut.set_result(res)

@@ -28,7 +28,7 @@ document.getElementById('f').addEventListener('submit', async (ev) => {
   const out = document.getElementById('out'), err = document.getElementById('err');
   out.textContent = ''; err.textContent = '';
   const headers = tok.value ? {Authorization: 'Bearer ' + tok.value} : {};
-  const r = await fetch('/search?q=' + encodeURIComponent(q) + '&k=' + k, {headers});
+  const r = await fetch('/search?q=' + encodeURIComponent(q) + '&top_k=' + k, {headers});
   const body = await r.json();
   if (!r.ok) { err.textContent = r.status + ': ' + body.detail; return; }
   for (const hit of body.results) {
@@ -38,8 +38,7 @@ document.getElementById('f').addEventListener('submit', async (ev) => {
     meta.textContent = hit.score.toFixed(4) + '  ' + hit.start.toFixed(1) + '-' + hit.end.toFixed(1) + ' s  ' + hit.path;
     const player = document.createElement('audio');
     player.controls = true; player.preload = 'none';
-    const [url, frag] = hit.audio_url.split('#');
-    player.src = url + (tok.value ? '&token=' + encodeURIComponent(tok.value) : '') + '#' + frag;
+    player.src = hit.audio_url;  // signed for a few minutes when the server has a token: no token in URLs
     li.append(meta, player);
     out.append(li);
   }
