@@ -22,10 +22,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
+from test_server import LiveServer
+
 from openclap.index import build_index_from_files
 from openclap.pipeline import fill_template
 from openclap.server import Batcher, ServerSettings, create_app
-from test_server import LiveServer
 
 TOKEN = "hardening-token-0123456789"
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
