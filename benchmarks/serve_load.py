@@ -15,8 +15,8 @@ it with the budget lifted, against one-read decoding (what load_audio did before
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -115,6 +115,7 @@ def attacks(big_flac: bytes) -> list[tuple[str, int, object]]:
 
     def chunked_200mb(client, url):
         def body():
+            yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
             for _ in range(200 * 16):
                 yield b"\0" * 65536
 
@@ -166,6 +167,24 @@ def attacks(big_flac: bytes) -> list[tuple[str, int, object]]:
     ]
 
 
+def attacker(url: str, stop: float, big_flac: bytes, out) -> None:
+    """Cycle through the attacks until ``stop`` (in its own process: building 200 MB bodies must not
+    hold the honest clients' GIL); puts (attacks sent, errors) on ``out``."""
+    todo = attacks(big_flac)
+    sent, errors = 0, []
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+        while time.time() < stop:
+            name, expected, send = todo[sent % len(todo)]
+            sent += 1
+            try:
+                status = send(client, url)
+            except httpx.HTTPError as exc:
+                status = repr(exc)
+            if status != expected:
+                errors.append(f"{name}: got {status}, expected {expected}")
+    out.put((sent, errors))
+
+
 def run_phase(url: str, pid: int, clients: int, seconds: float, malicious: bool, big_flac: bytes) -> dict:
     clips = sorted(DEMO.glob("*.flac"))
     latencies: list[float] = []
@@ -190,30 +209,23 @@ def run_phase(url: str, pid: int, clients: int, seconds: float, malicious: bool,
                     if status != 200:
                         errors.append(f"honest: {status}")
 
-    def attacker() -> None:
-        todo = attacks(big_flac)
-        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
-            i = 0
-            while time.monotonic() < stop:
-                name, expected, send = todo[i % len(todo)]
-                i += 1
-                try:
-                    status = send(client, url)
-                except httpx.HTTPError as exc:
-                    status = repr(exc)
-                with lock:
-                    attack_log.append(name)
-                    if status != expected:
-                        errors.append(f"{name}: got {status}, expected {expected}")
-
     threads = [threading.Thread(target=honest, args=(i,)) for i in range(clients)]
+    attack = None
     if malicious:
-        threads.append(threading.Thread(target=attacker))
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        attack = ctx.Process(target=attacker, args=(url, time.time() + seconds, big_flac, queue))
+        attack.start()
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if attack is not None:
+        sent, attack_errors = queue.get(timeout=300)
+        attack.join()
+        attack_log.extend(["attack"] * sent)
+        errors.extend(attack_errors)
     wall = time.monotonic() - t0
     rss_after, peak = rss_mb(pid)
     lat = np.array(latencies) * 1000
@@ -245,7 +257,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
 
 
 def decode_peak(path: Path, how: str) -> float:
-    out = subprocess.run([sys.executable, "-c", DECODE_CHILD, str(path), how], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", DECODE_CHILD, str(path), how], check=False, capture_output=True, text=True
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return float(out.stdout.strip())
