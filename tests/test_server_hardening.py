@@ -27,6 +27,7 @@ from test_server import LiveServer
 from openclap.index import build_index_from_files
 from openclap.pipeline import fill_template
 from openclap.server import Batcher, ServerSettings, create_app
+from openclap.server.app import sign_audio
 
 TOKEN = "hardening-token-0123456789"
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
@@ -267,6 +268,8 @@ def test_no_token_is_refused_before_the_body_is_read(server, client):
 def test_text_length_caps(client):
     r = client.post("/embed/text", json={"texts": ["a" * 96_000] * 256})
     assert r.status_code == 413  # 24 MB of JSON: over the 1 MB body limit of a JSON endpoint
+    r = client.post("/embed/text", json={"texts": ["a"], "pad": "x" * 1_100_000})  # else 422: unknown field
+    assert r.status_code == 413
     r = client.post("/embed/text", json={"texts": ["a" * 1001]})
     assert r.status_code == 413 and "1001 characters, over the limit of 1000" in r.json()["detail"]
     r = client.post("/embed/text", json={"texts": ["a" * 999] * 40})
@@ -322,8 +325,12 @@ def test_token_only_in_the_header_and_audio_links_are_signed(server, client, cor
     assert httpx.get(server.url + forged).status_code == 401
     other_row = url.replace(f"/audio/{hits[0]['row']}?", f"/audio/{hits[1]['row']}?")
     assert httpx.get(server.url + other_row).status_code == 401  # a signature opens one row only
-    expired = f"/audio/{hits[0]['row']}?exp=1000&sig=" + url.split("sig=")[1]
-    assert httpx.get(server.url + expired).status_code == 401
+    row, past, future = hits[0]["row"], int(time.time()) - 5, int(time.time()) + 10 * 86400
+    for exp in (past, future):  # correctly signed, but expired or beyond the server's lifetime for links
+        signed = f"/audio/{row}?exp={exp}&sig={sign_audio(TOKEN, row, exp)}"
+        assert httpx.get(server.url + signed).status_code == 401, exp
+    fresh = int(time.time()) + 60
+    assert httpx.get(server.url + f"/audio/{row}?exp={fresh}&sig={sign_audio(TOKEN, row, fresh)}").status_code == 200
 
 
 def test_empty_or_leaked_tokens_on_the_command_line(tmp_path, monkeypatch, capsys):
