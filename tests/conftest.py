@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The committed test corpus: a subset of ../shared/data in the same layout (see tests/data/README.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real-audio corpus at ``../shared/data`` (esc10/, fsdd/, instruments/); skips if missing."""
-    if not (SHARED_DATA / "esc10" / "audio").is_dir():
-        pytest.skip(f"real-audio data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """The committed real-audio corpus ``tests/data`` (esc10/, fsdd/, instruments/, laid out as ../shared/data)."""
+    if not (TEST_DATA / "esc10" / "manifest.csv").is_file():
+        raise FileNotFoundError(f"{TEST_DATA}/esc10/manifest.csv is missing: the test corpus is part of the "
+                                "repository (rebuild it with scripts/make_test_corpus.py)")
+    return TEST_DATA
 
 
 @pytest.fixture(scope="module")

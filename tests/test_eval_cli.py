@@ -12,7 +12,8 @@ import soundfile as sf
 
 import openclap.cli
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # the committed test corpus (conftest.TEST_DATA)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # what configs/eval/shared-data.toml reads
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,8 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture()
 def cli(monkeypatch, tmp_path):
     """`openclap` with the eval command registered (as cli.COMMAND_MODULES will list it)."""
-    if not (SHARED / "esc10" / "manifest.csv").is_file():
-        pytest.skip("shared data not found")
     if "openclap.commands.eval" not in openclap.cli.COMMAND_MODULES:
         monkeypatch.setattr(
             openclap.cli, "COMMAND_MODULES", (*openclap.cli.COMMAND_MODULES, "openclap.commands.eval")
@@ -33,7 +32,7 @@ def cli(monkeypatch, tmp_path):
 
 def _esc50_fixture(root: Path) -> Path:
     """A 4-clip ESC-50 in its published layout (meta/esc50.csv lists all 50 classes; one clip per row)."""
-    with open(SHARED / "esc10" / "manifest.csv", newline="") as f:
+    with open(DATA / "esc10" / "manifest.csv", newline="") as f:
         by_label = {r["label"]: r for r in csv.DictReader(f) if r["split"] == "test"}
     rows = [by_label[label] for label in sorted(by_label)[:4]]  # four clips of four classes
     names = {
@@ -51,7 +50,7 @@ def _esc50_fixture(root: Path) -> Path:
     meta = [["filename", "fold", "target", "category", "esc10", "src_file", "take"]]
     for k, r in enumerate(rows):
         name = f"{k + 1}-{r['freesound_id']}-A-{names[r['label']]}.wav"
-        wave, rate = sf.read(SHARED / "esc10" / r["path"], dtype="int16")
+        wave, rate = sf.read(DATA / "esc10" / r["path"], dtype="int16")
         (root / "audio").mkdir(parents=True, exist_ok=True)
         sf.write(root / "audio" / name, wave, rate, subtype="PCM_16")
         meta.append([name, k % 2 + 1, names[r["label"]], r["label"], "True", r["freesound_id"], "A"])
@@ -70,11 +69,11 @@ def test_zeroshot_manifest_json_and_report(cli, tmp_path, capsys):
             "eval",
             "zeroshot",
             "--manifest",
-            str(SHARED / "esc10" / "manifest.csv"),
+            str(DATA / "esc10" / "manifest.csv"),
             "--split",
             "test",
             "--limit",
-            "20",
+            "10",
             "--json",
             "--out",
             str(out),
@@ -88,9 +87,9 @@ def test_zeroshot_manifest_json_and_report(cli, tmp_path, capsys):
     result = payload["results"][0]
     assert payload["model"]["name"] == "tiny" and len(payload["model"]["fingerprint"]) == 32
     assert result["kind"] == "zeroshot" and result["dataset"] == "esc10" and result["task"] == "single_label"
-    assert result["num_items"] == 20 and result["num_evaluated"] == 20 and result["excluded"]["count"] == 0
+    assert result["num_items"] == 10 and result["num_evaluated"] == 10 and result["excluded"]["count"] == 0
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0  # a fraction, not a percentage
-    assert len(result["confusion_matrix"]) == 10 and sum(map(sum, result["confusion_matrix"])) == 20
+    assert len(result["confusion_matrix"]) == 10 and sum(map(sum, result["confusion_matrix"])) == 10
     assert result["templates"] == ["this is the sound of {}"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["results"][0]["metrics"] == result["metrics"]
@@ -129,12 +128,12 @@ def test_zeroshot_dataset_table_shows_the_paper_number(cli, tmp_path, capsys):
 
 
 def test_retrieval_and_linear_probe_commands(cli, capsys):
-    manifest = str(SHARED / "esc10" / "manifest.csv")
+    manifest = str(DATA / "esc10" / "manifest.csv")
     assert (
-        cli(["eval", "retrieval", "--manifest", manifest, "--split", "test", "--limit", "16", "--json"]) == 0
+        cli(["eval", "retrieval", "--manifest", manifest, "--split", "test", "--limit", "8", "--json"]) == 0
     )
     result = json.loads(capsys.readouterr().out)["results"][0]
-    assert result["kind"] == "retrieval" and result["num_captions"] == 16
+    assert result["kind"] == "retrieval" and result["num_captions"] == 8
     assert set(result["metrics"]["text_to_audio"]) >= {"R@1", "R@5", "R@10", "mAP@10"}
     assert (
         cli(
@@ -173,7 +172,7 @@ root = "data/ESC-50-master"
 [[tasks]]
 eval = "retrieval"
 dataset = "manifest"
-manifest = "{SHARED / "esc10" / "manifest.csv"}"
+manifest = "{DATA / "esc10" / "manifest.csv"}"
 label_column = "caption"
 split = "test"
 limit = 12

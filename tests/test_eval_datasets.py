@@ -1,4 +1,4 @@
-"""Every dataset adapter on a tiny fixture in its publisher's layout, built from real clips of ../shared/data.
+"""Every dataset adapter on a tiny fixture in its publisher's layout, built from real clips of tests/data.
 
 Each fixture is written in the test (WAV, or AU for GTZAN, as the publisher ships them; the audio is
 real recordings from the shared sets, decoded and re-encoded), read by the adapter, checked item by
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data(shared_data: Path) -> Path:
-    """../shared/data (the conftest fixture skips when it is missing)."""
+    """The committed test corpus (tests/data)."""
     return shared_data
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,9 +15,6 @@ from openclap.eval.linear_probe import (
     train_logistic,
 )
 from openclap.eval.runner import evenly_spaced
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,20 +76,18 @@ def test_stratified_folds_are_balanced_and_deterministic():
         probe_folds(np.zeros((4, 2)), np.array([0, 1, 0, 1]), ["1"] * 4, "single_label", 2, ProbeConfig())
 
 
-def test_linear_probe_end_to_end_on_shared_data():
-    if not (SHARED / "esc10" / "manifest.csv").is_file():
-        pytest.skip("shared data not found")
+def test_linear_probe_end_to_end_on_real_clips(shared_data):
     import openclap.pipeline
 
     pipeline = openclap.pipeline.load("tiny")
-    manifest = SHARED / "esc10" / "manifest.csv"
-    train = evenly_spaced(Manifest().load(manifest, split="train"), 40)
-    test = evenly_spaced(Manifest().load(manifest, split="test"), 20)
+    manifest = shared_data / "esc10" / "manifest.csv"
+    train = evenly_spaced(Manifest().load(manifest, split="train"), 20)
+    test = evenly_spaced(Manifest().load(manifest, split="test"), 10)
     result = linear_probe(pipeline, train, test_dataset=test)
     assert result.metric == "accuracy" and result.fold_names == ["test"]
     assert 0.0 <= result.mean <= 1.0 and result.std == 0.0
-    assert result.num_evaluated == 60 and result.excluded["count"] == 0
-    folds = linear_probe(pipeline, train, config=ProbeConfig(num_folds=4))  # train split: folds 1-3 present
+    assert result.num_evaluated == 30 and result.excluded["count"] == 0
+    folds = linear_probe(pipeline, train, config=ProbeConfig(num_folds=4))  # train split: folds 1-2 present
     assert folds.protocol.startswith("official folds") and len(folds.fold_scores) == len(
         {i.fold for i in train.items}
     )

@@ -98,8 +98,8 @@ def waves(shared_data: Path) -> list[np.ndarray]:
     and two 3 s instrument notes (shorter: both sides repeat them whole, then zero-pad)."""
     from openclap.audio.io import load_audio
 
-    esc = sorted((shared_data / "esc10" / "audio").glob("*.flac"))[::40][:4]
-    notes = sorted((shared_data / "instruments" / "audio").rglob("*.flac"))[::200][:2]
+    esc = sorted((shared_data / "esc10" / "audio").glob("*.flac"))[::8][:4]
+    notes = sorted((shared_data / "instruments" / "audio").rglob("*.flac"))[::15][:2]
     out = [load_audio(str(f), 16000) for f in esc + notes]
     assert [len(w) for w in out] == [80000] * 4 + [48000] * 2
     return out

@@ -120,8 +120,9 @@ def test_targets_from_shared_manifests(shared_data: Path) -> None:
     dig = load_task(TaskSpec(name="dig", manifest=ManifestSpec(str(shared_data / "fsdd" / "manifest.csv"),
                                                                 split="train"), target=["digit"], holdout=0.2))
     assert spk.val_paths == dig.val_paths and not set(spk.val_paths) & set(spk.paths)
-    assert 0.15 < len(spk.val_paths) / 1800 < 0.25
+    assert 0.15 < len(spk.val_paths) / (len(spk.paths) + len(spk.val_paths)) < 0.25  # 21 of 120 train clips
     assert all(holdout_fraction(p) < 0.2 for p in spk.val_paths)
+    assert all(holdout_fraction(p) >= 0.2 for p in spk.paths)
 
     with pytest.raises(TrainConfigError, match="no column 'pitch'"):
         load_task(TaskSpec(name="bad", manifest=ManifestSpec(inst, split="train"), target=["pitch"]))
