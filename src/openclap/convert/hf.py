@@ -264,8 +264,14 @@ def config_from_hf(
     return ClapConfig.from_dict(data)
 
 
-def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``config.json`` and (when present) ``preprocessor_config.json`` of a transformers ClapModel directory."""
+def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config.json`` and the feature extractor settings of a transformers ClapModel directory.
+
+    The feature extractor is read from ``preprocessor_config.json`` (``ClapFeatureExtractor.save_pretrained``,
+    and ``ClapProcessor`` in transformers 4.x) or ``processor_config.json`` (``ClapProcessor`` in
+    transformers 5.x, nested under ``feature_extractor``). Without either the front end is unknown (the
+    truncation mode alone switches the mel filterbank), so this raises instead of guessing.
+    """
     d = Path(directory)
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
@@ -276,10 +282,19 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any] |
             f"{cfg_path}: model_type is {hf_config.get('model_type')!r}, not 'clap'; this is not a transformers "
             "ClapModel directory"
         )
-    pre = d / "preprocessor_config.json"
-    preprocessor = json.loads(pre.read_text()) if pre.is_file() else None
-    if preprocessor is None:
-        logger.warning("%s has no preprocessor_config.json: using ClapFeatureExtractor's defaults", d)
-    else:
-        preprocessor = preprocessor.get("feature_extractor", preprocessor)  # ClapProcessor nests it
-    return hf_config, preprocessor
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = d / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            preprocessor = data.get("feature_extractor", data)  # ClapProcessor nests it
+            if not isinstance(preprocessor, dict) or "feature_size" not in preprocessor:
+                raise ConversionError(
+                    f"{path} holds no ClapFeatureExtractor settings (no feature_size); save the model's "
+                    "feature extractor beside it with ClapFeatureExtractor.save_pretrained(DIR)"
+                )
+            return hf_config, preprocessor
+    raise FileNotFoundError(
+        f"{d} has neither preprocessor_config.json nor processor_config.json, so its audio front end is "
+        "unknown; save the model's feature extractor beside config.json (ClapProcessor.save_pretrained(DIR) "
+        "or ClapFeatureExtractor.save_pretrained(DIR)) or pass --model PRESET"
+    )

@@ -55,12 +55,14 @@ __all__ = ["TextInputError", "TextTokenizer", "bundled_tokenizer_dir", "bundled_
 # Special tokens of the classic tokenizer families (the values their reference tokenizers use).
 _GPT2_EOS = "<|endoftext|>"
 _BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+# transformers adds missing specials in this order (bos, eos, unk, pad, then mask; 4.x and 5.x alike).
+_ROBERTA_SPECIALS = ("<s>", "</s>", "<unk>", "<pad>")
 _HUB_EXAMPLE = {"gpt2": "gpt2", "bert": "bert-base-uncased", "roberta": "roberta-base"}
 _DEFAULT_PAD = {"bert": "[PAD]", "roberta": "<pad>"}  # GPT-2 has none: we fall back to its eos.
 
 _TOKENIZER_JSON = "tokenizer.json"
 _TOKENIZER_CONFIG = "tokenizer_config.json"
+_ADDED_TOKENS = "added_tokens.json"
 _LICENCE_FILES = ("README.md", "LICENSE", "LICENSE.txt")
 
 
@@ -234,20 +236,95 @@ def _expected_files(encoder: str) -> str:
 
 
 def _load_pipeline(encoder: str, directory: Path) -> tuple[Tokenizer, str | None]:
-    """Build the ``tokenizers`` pipeline from ``directory``; also return the pad token it declares."""
+    """Build the ``tokenizers`` pipeline from ``directory``; also return the pad token it declares.
+
+    Added tokens keep the ids that transformers gives them: ``tokenizer.json``'s own list, else
+    ``tokenizer_config.json``'s ``added_tokens_decoder`` and ``added_tokens.json`` (transformers 4.x
+    directories), which must agree with each other and with the vocabulary.
+    """
     file_pad, lowercase = _read_tokenizer_config(directory)
+    added = _read_added_tokens(directory)
     if (directory / _TOKENIZER_JSON).is_file():
-        return Tokenizer.from_file(str(directory / _TOKENIZER_JSON)), file_pad
+        tok = Tokenizer.from_file(str(directory / _TOKENIZER_JSON))
+        # A tokenizer.json saved after a padded call keeps that padding/truncation; ours is applied here.
+        tok.no_padding()
+        tok.no_truncation()
+        for token_id, token in sorted(added.items()):
+            if tok.token_to_id(token.content) != token_id:
+                raise ConfigError(
+                    f"{str(directory)!r}: {_TOKENIZER_JSON} gives {token.content!r} id "
+                    f"{tok.token_to_id(token.content)} but {_ADDED_TOKENS}/{_TOKENIZER_CONFIG} say {token_id}; "
+                    "re-save the tokenizer with transformers so its files agree"
+                )
+        return tok, file_pad
     if encoder == "bert":
         if (directory / "vocab.txt").is_file():
-            return _bert_pipeline(directory / "vocab.txt", lowercase), file_pad
+            vocab = models.WordPiece.read_file(str(directory / "vocab.txt"))
+            _place_added(vocab, added, directory / "vocab.txt")
+            tok = _bert_pipeline(vocab, str(directory / "vocab.txt"), lowercase)
+            return _add_declared(tok, added), file_pad
     elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        bpe = models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
+        vocab, merges = models.BPE.read_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
+        _place_added(vocab, added, directory / "vocab.json")
         builder = _gpt2_pipeline if encoder == "gpt2" else _roberta_pipeline
-        return builder(bpe), file_pad
+        return _add_declared(builder(models.BPE(vocab, merges)), added), file_pad
     raise FileNotFoundError(
         f"{str(directory)!r} holds no {encoder} tokenizer files: expected {_expected_files(encoder)}"
     )
+
+
+def _read_added_tokens(directory: Path) -> dict[int, AddedToken]:
+    """Added tokens by id from ``tokenizer_config.json``'s ``added_tokens_decoder`` and ``added_tokens.json``."""
+    out: dict[int, AddedToken] = {}
+    config = directory / _TOKENIZER_CONFIG
+    if config.is_file():
+        decoder = json.loads(config.read_text(encoding="utf-8")).get("added_tokens_decoder") or {}
+        for key, entry in decoder.items():
+            flags = {
+                k: entry[k]
+                for k in ("single_word", "lstrip", "rstrip", "normalized", "special")
+                if k in entry
+            }
+            out[int(key)] = AddedToken(entry["content"], **flags)
+    path = directory / _ADDED_TOKENS
+    if path.is_file():
+        for content, token_id in json.loads(path.read_text(encoding="utf-8")).items():
+            known = out.get(int(token_id))
+            if known is not None and known.content != content:
+                raise ConfigError(
+                    f"{str(path)!r} gives id {token_id} to {content!r} but {str(config)!r} gives it to "
+                    f"{known.content!r}; the two files must agree (re-save the tokenizer with transformers)"
+                )
+            if known is None:
+                out[int(token_id)] = AddedToken(content, special=True, normalized=False)
+    return out
+
+
+def _place_added(vocab: dict[str, int], added: dict[int, AddedToken], vocab_file: Path) -> None:
+    """Put the added tokens into ``vocab`` at their declared ids; a clash with the vocabulary raises."""
+    by_id = {i: t for t, i in vocab.items()}
+    for token_id, token in sorted(added.items()):
+        if token.content in vocab and vocab[token.content] != token_id:
+            raise ConfigError(
+                f"{str(vocab_file)!r} gives {token.content!r} id {vocab[token.content]} but the added-token "
+                f"files say {token_id}; re-save the tokenizer with transformers so its files agree"
+            )
+        if by_id.get(token_id, token.content) != token.content:
+            raise ConfigError(
+                f"added token {token.content!r} is declared at id {token_id}, which {str(vocab_file)!r} "
+                f"gives to {by_id[token_id]!r}; re-save the tokenizer with transformers so its files agree"
+            )
+        vocab[token.content] = token_id
+
+
+def _add_declared(tok: Tokenizer, added: dict[int, AddedToken]) -> Tokenizer:
+    """Register the declared added tokens (already in the vocabulary at their ids) with their flags."""
+    for _, token in sorted(added.items()):
+        if token.special:
+            tok.add_special_tokens([token])
+        else:
+            tok.add_tokens([token])
+    return tok
 
 
 def _read_tokenizer_config(directory: Path) -> tuple[str | None, bool]:
@@ -287,12 +364,10 @@ def _roberta_pipeline(bpe: models.BPE) -> Tokenizer:
     return tok
 
 
-def _bert_pipeline(vocab_txt: Path, lowercase: bool) -> Tokenizer:
+def _bert_pipeline(vocab: dict[str, int], vocab_txt: str, lowercase: bool) -> Tokenizer:
     # bert-base-uncased: BERT normaliser (lower-case, accents stripped with it), WordPiece with "##",
     # [CLS] text [SEP].
-    tok = Tokenizer(
-        models.WordPiece.from_file(str(vocab_txt), unk_token="[UNK]", max_input_chars_per_word=100)
-    )
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
