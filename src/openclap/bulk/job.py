@@ -68,6 +68,8 @@ class EmbedReport:
     rows: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of this run's failures
+    # (path, reason) of this shard's files that an earlier run recorded as failed (skipped now, still failed)
+    earlier_errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -380,8 +382,13 @@ def run_embed_job(
             commit()
     commit()
     bar.close()
-    report.seconds = time.perf_counter() - t0
     store.write_summary()
+    redone = set(todo)
+    skipped = {p for i, p in enumerate(paths) if i not in redone}
+    if skipped:
+        errors = store.read_table(with_vectors=False).errors
+        report.earlier_errors = [(r.path, r.reason) for r in errors if r.path in skipped]
+    report.seconds = time.perf_counter() - t0
     return report
 
 

@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no audio files found in {args.inputs} (shard {args.shard})")
     for path, reason in report.errors:
         print(f"openclap embed: failed: {reason}", file=sys.stderr)
+    for path, reason in report.earlier_errors:
+        print(f"openclap embed: failed (in an earlier run, skipped now): {reason}", file=sys.stderr)
     rate = report.embedded / report.seconds if report.seconds > 0 else 0.0
     print(
         json.dumps(
@@ -161,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
                 "embedded": report.embedded,
                 "skipped": report.skipped,
                 "failed": report.failed,
+                "failed_earlier": len(report.earlier_errors),
                 "rows": report.rows,
                 "seconds": round(report.seconds, 2),
                 "files_per_second": round(rate, 2),
             }
         )
     )
-    return EXIT_FAILED_INPUTS if report.failed else EXIT_OK
+    # The output is what the user gets: any failed file in it is a failure, whichever run recorded it.
+    return EXIT_FAILED_INPUTS if report.failed or report.earlier_errors else EXIT_OK
