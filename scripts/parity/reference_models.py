@@ -136,7 +136,7 @@ def laion_reference(
     _offline_laion_import()
     import laion_clap.clap_module.model as model_mod
     from laion_clap.clap_module.factory import create_model
-    from laion_clap.training.data import get_audio_features
+    from laion_clap.training.data import float32_to_int16, get_audio_features, int16_to_float32
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
     def roberta_from_config(
@@ -173,9 +173,10 @@ def laion_reference(
     loaded = load_state_dict(str(ckpt), skip_params=True)
     model.load_state_dict(loaded)  # strict, as laion_clap's hook does
 
-    # laion_clap.hook.CLAP_Module.get_audio_embedding_from_data(use_tensor=True), without the hub tokenizer.
+    # laion_clap.hook.CLAP_Module.get_audio_embedding_from_filelist after loading: the int16 round trip
+    # ("quantize"), then get_audio_embedding_from_data(use_tensor=True); without the hub tokenizer.
     inputs = []
-    for wave in [torch.from_numpy(c).float() for c in clips]:
+    for wave in [torch.from_numpy(int16_to_float32(float32_to_int16(c))).float() for c in clips]:
         inputs.append(
             get_audio_features(
                 {},

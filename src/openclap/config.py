@@ -105,6 +105,10 @@ class FrontendConfig(_DictMixin):
     # triangle to unit area, None leaves peaks at 1 (torchaudio's norm=None).
     mel_scale: str = "slaney"
     mel_norm: str | None = "slaney"
+    # laion_clap quirk (hook.py, get_audio_embedding_from_filelist; its training data pipeline too): every
+    # waveform is rounded through int16 (clip to [-1, 1], * 32767, truncate, / 32767) before the front end.
+    # On for the LAION presets so embeddings match laion_clap on any file, not only on int16-exact audio.
+    int16_round_trip: bool = False
 
     def __post_init__(self) -> None:
         if self.mel_scale not in ("slaney", "htk"):
