@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -51,7 +50,7 @@ def test_caption_command_json_and_text(tiny_dir: Path, tmp_path: Path, monkeypat
 
 
 def test_eval_captioning_on_a_manifest(tiny_dir: Path, shared_data: Path, tmp_path: Path, capsys) -> None:
-    from openclap.caption.evaluate import add_captioning_parser, run_captioning
+    from openclap.caption.evaluate import run_captioning
 
     with open(shared_data / "esc10" / "manifest.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"][:3]
@@ -76,10 +75,10 @@ def test_eval_captioning_on_a_manifest(tiny_dir: Path, shared_data: Path, tmp_pa
                 "split": "test",
             }
         )
-    parser = argparse.ArgumentParser()
-    add_captioning_parser(parser.add_subparsers())
+    parser = cli.build_parser()  # the CLI's own registration, not a parser of the test's
     args = parser.parse_args(
         [
+            "eval",
             "captioning",
             "--manifest",
             str(manifest),

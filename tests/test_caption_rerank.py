@@ -291,9 +291,8 @@ def test_consensus_voters_k_and_similarity_weights(setup: dict) -> None:
 
 
 def test_cli_sampled_pool_with_weighted_consensus_and_eval_captioning(setup: dict, capsys) -> None:
-    import argparse
 
-    from openclap.caption.evaluate import add_captioning_parser, run_captioning
+    from openclap.caption.evaluate import run_captioning
 
     pipe: CaptionPipeline = setup["pipe"]
     pipe.neighbours = setup["memory"]
@@ -316,9 +315,8 @@ def test_cli_sampled_pool_with_weighted_consensus_and_eval_captioning(setup: dic
     # `openclap eval captioning` takes the same decoding options and scores the same captions
     manifest = setup["root"] / "eval.csv"
     manifest.write_text("path,caption\n" + "".join(f"{p},a test caption\n" for p in setup["paths"]))
-    parser = argparse.ArgumentParser()
-    add_captioning_parser(parser.add_subparsers())
-    args = parser.parse_args(["captioning", "--manifest", str(manifest), "--model", str(out), "--json", *flags])
+    parser = cli.build_parser()  # the CLI's own registration, not a parser of the test's
+    args = parser.parse_args(["eval", "captioning", "--manifest", str(manifest), "--model", str(out), "--json", *flags])
     assert run_captioning(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert [c["caption"] for c in report["captions"]] == expect

@@ -248,15 +248,9 @@ def test_bad_config_exits_with_usage_code(tmp_path, capsys):
 
 
 def test_cli_modules_train_and_tokenizer(tmp_path, shared_data, capsys):
-    import argparse
+    from openclap.cli import build_parser
 
-    from openclap.commands import tokenizer as tokenizer_cmd
-    from openclap.commands import train as train_cmd
-
-    parser = argparse.ArgumentParser(prog="openclap")
-    sub = parser.add_subparsers(dest="command")
-    train_cmd.add_parser(sub)
-    tokenizer_cmd.add_parser(sub)
+    parser = build_parser()  # the CLI's own registration, not a parser of the test's
     args = parser.parse_args(["tokenizer", "train", str(shared_data / "esc10/manifest.csv"), "--split", "train",
                               "--out", str(tmp_path / "tok"), "--vocab-size", "300"])
     assert args.func(args) == 0
