@@ -180,6 +180,14 @@ def test_model_forward_output(tiny) -> None:
     torch.manual_seed(0)
     wave = torch.randn(2, tiny.config.audio.num_samples) * 0.1
     tokens = tiny.tokenizer(["a dog", "rain"])
-    out = tiny.model(wave, tokens["input_ids"], tokens["attention_mask"])
-    assert out.logits_per_audio.shape == (2, 2)
+    with torch.no_grad():
+        out = tiny.model(wave, tokens["input_ids"], tokens["attention_mask"])
+        audio = tiny.model.encode_audio(wave)
+        text = tiny.model.encode_text(tokens["input_ids"], tokens["attention_mask"])
     assert out.audio_embeds.shape == out.text_embeds.shape == (2, tiny.config.embed_dim)
+    assert torch.equal(out.audio_embeds, audio) and torch.equal(out.text_embeds, text)
+    scale = tiny.model.logit_scale.exp().clamp(max=100.0)
+    assert float(scale) > 2 and torch.equal(out.logit_scale, scale)
+    # rows are clips, columns captions, scaled: exactly scale * a @ t.T (not its transpose, not unscaled)
+    assert torch.equal(out.logits_per_audio, scale * audio @ text.T)
+    assert not torch.allclose(out.logits_per_audio, out.logits_per_audio.T)
