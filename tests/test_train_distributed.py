@@ -39,11 +39,14 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_then_resume_latest_is_bitwise_identical(tmp_path, shared_data):
-    # dropout and drop-path on, BatchNorm in training mode, augmentation and a worker process: the resumed
+    # dropout and drop-path on, BatchNorm in training mode, every augmentation and a worker process: the resumed
     # run must still draw exactly what the uninterrupted run drew
     recipe = tiny_recipe(shared_data, max_steps=6, save_every=1, keep_checkpoints=2, num_workers=1,
                          batchnorm="train", model_overrides={"audio": {"duration": 1.0}},
-                         augment={"gain_db": 3.0, "mix_prob": 0.5}, warmup_steps=2, grad_clip=1.0)
+                         augment={"gain_db": 3.0, "mix_prob": 0.5, "time_shift": 0.1, "speed_prob": 0.5,
+                                  "noise_prob": 0.5, "reverb_prob": 0.5, "eq_prob": 0.5, "bandlimit_prob": 0.5,
+                                  "codec_prob": 0.5, "freq_masks": 1, "time_masks": 1},
+                         warmup_steps=2, grad_clip=1.0)
     cfg = write_yaml(tmp_path / "c.yaml", recipe)
 
     full = tmp_path / "full"

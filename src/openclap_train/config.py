@@ -18,6 +18,7 @@ nested values, e.g. ``augment.gain_db=6``) parses the value as YAML (``1e-3``, `
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,22 +100,72 @@ class ManifestSpec:
 
 @dataclass
 class AugmentConfig:
-    """Light waveform augmentation, drawn from each sample's own generator (so resume stays exact)."""
+    """Waveform augmentation (``openclap_train.augment``), every parameter drawn from each sample's own
+    generator (so resume stays exact). Everything is off by default; a transform whose probability is 0
+    draws nothing, so turning one on leaves what the others draw unchanged."""
 
     gain_db: float = 0.0  # random gain, uniform in [-gain_db, +gain_db] dB
     time_shift: float = 0.0  # circular shift by up to this fraction of the window
     mix_prob: float = 0.0  # probability of mixing in a second random clip
     mix_join: str = " and "  # captions of mixed clips are joined with this; "" keeps the first caption only
+    # speed perturbation (pitch and tempo together): plays factor x as fast, factor uniform in speed_range
+    speed_prob: float = 0.0
+    speed_range: tuple[float, float] = (0.9, 1.1)
+    # background noise: a random crop of another training clip added at an SNR (dB) uniform in noise_snr_db;
+    # the caption is kept (the clip is still what it was)
+    noise_prob: float = 0.0
+    noise_snr_db: tuple[float, float] = (5.0, 30.0)
+    # synthetic room: decaying-noise impulse response, RT60 (s) and direct-to-reverberant ratio (dB) uniform
+    reverb_prob: float = 0.0
+    reverb_rt60: tuple[float, float] = (0.2, 1.0)
+    reverb_drr_db: tuple[float, float] = (-3.0, 10.0)
+    # microphone/channel colouring: eq_bands log-spaced bands, each gain uniform in [-eq_db, eq_db]
+    eq_prob: float = 0.0
+    eq_db: float = 6.0
+    eq_bands: int = 6
+    # band-limiting: low-pass cut-off and high-pass cut-off (Hz) uniform in the ranges
+    bandlimit_prob: float = 0.0
+    lowpass_hz: tuple[float, float] = (3000.0, 7500.0)
+    highpass_hz: tuple[float, float] = (0.0, 300.0)
+    # codec-like degradation: half the time mu-law with mulaw_bits, else resampled down to a rate (Hz)
+    # uniform in codec_rate_hz and back up
+    codec_prob: float = 0.0
+    mulaw_bits: int = 8
+    codec_rate_hz: tuple[float, float] = (6000.0, 12000.0)
+    # SpecAugment-style masks, applied to the waveform: freq_masks bands, each up to freq_mask of the mel
+    # span 0..Nyquist, removed; time_masks spans, each up to time_mask of the window, silenced
+    freq_masks: int = 0
+    freq_mask: float = 0.1
+    time_masks: int = 0
+    time_mask: float = 0.1
 
     def __post_init__(self) -> None:
         if self.gain_db < 0 or not 0 <= self.time_shift <= 1 or not 0 <= self.mix_prob <= 1:
             raise TrainConfigError(
                 f"augment: need gain_db >= 0, 0 <= time_shift <= 1, 0 <= mix_prob <= 1; got {self}"
             )
+        for key in ("speed_prob", "noise_prob", "reverb_prob", "eq_prob", "bandlimit_prob", "codec_prob",
+                    "freq_mask", "time_mask"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise TrainConfigError(f"augment.{key} must be in [0, 1], got {getattr(self, key)}")
+        for key, low in (("speed_range", 1e-3), ("noise_snr_db", -math.inf), ("reverb_rt60", 1e-3),
+                         ("reverb_drr_db", -math.inf), ("lowpass_hz", 1.0), ("highpass_hz", 0.0),
+                         ("codec_rate_hz", 1000.0)):
+            a, b = getattr(self, key)
+            if not low <= a <= b:
+                raise TrainConfigError(f"augment.{key} must be [low, high] with {low} <= low <= high, got {[a, b]}")
+        if self.eq_db < 0 or self.eq_bands < 2 or not 2 <= self.mulaw_bits <= 16:
+            raise TrainConfigError(f"augment: need eq_db >= 0, eq_bands >= 2, 2 <= mulaw_bits <= 16; got "
+                                   f"eq_db={self.eq_db}, eq_bands={self.eq_bands}, mulaw_bits={self.mulaw_bits}")
+        if self.freq_masks < 0 or self.time_masks < 0:
+            raise TrainConfigError(f"augment: freq_masks and time_masks must be >= 0, got "
+                                   f"{self.freq_masks}, {self.time_masks}")
 
     @property
     def enabled(self) -> bool:
-        return self.gain_db > 0 or self.time_shift > 0 or self.mix_prob > 0
+        return (self.gain_db > 0 or self.time_shift > 0 or self.mix_prob > 0 or self.speed_prob > 0
+                or self.noise_prob > 0 or self.reverb_prob > 0 or self.eq_prob > 0 or self.bandlimit_prob > 0
+                or self.codec_prob > 0 or self.freq_masks > 0 or self.time_masks > 0)
 
 
 @dataclass

@@ -33,10 +33,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from openclap.audio.io import AudioLoadError, load_audio
-from openclap.audio.windows import random_crop
+from openclap.audio.windows import fit_to_length, random_crop
 from openclap.config import AudioConfig
 from openclap.eval.datasets.base import clean_class_name
 from openclap.text.tokenizer import TextTokenizer
+from openclap_train.augment import augment_wave, change_speed, draw_speed
 from openclap_train.config import AugmentConfig, ManifestSpec
 
 logger = logging.getLogger(__name__)
@@ -173,25 +174,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-# ------------------------------------------------------------------------------------ augmentation
-def augment_wave(
-    wave: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, other: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Gain, circular time shift, and mixing with ``other`` (same length), all drawn from ``generator``."""
-    if other is not None:
-        lam = 0.3 + 0.4 * float(torch.rand((), generator=generator))
-        wave = lam * wave + (1 - lam) * other
-    if cfg.gain_db > 0:
-        gain_db = (2 * float(torch.rand((), generator=generator)) - 1) * cfg.gain_db
-        wave = wave * (10.0 ** (gain_db / 20))
-    if cfg.time_shift > 0:
-        limit = int(cfg.time_shift * wave.shape[0])
-        shift = int(torch.randint(-limit, limit + 1, (), generator=generator)) if limit else 0
-        wave = torch.roll(wave, shift)
-    return wave
-
-
 # ---------------------------------------------------------------------------------- manifest data
+def speed_crop(wave: np.ndarray, audio: AudioConfig, generator: torch.Generator, speed: float = 1.0) -> torch.Tensor:
+    """A random training window of ``wave``; at ``speed != 1`` a window of ``speed x`` the length, played
+    ``speed`` times as fast (``openclap_train.augment.change_speed``) and fitted to the window."""
+    if speed == 1.0:
+        return random_crop(torch.from_numpy(wave), audio.num_samples, generator, audio.pad_mode)
+    crop = random_crop(torch.from_numpy(wave), round(audio.num_samples * speed), generator, audio.pad_mode)
+    return fit_to_length(change_speed(crop, audio.sample_rate, speed), audio.num_samples, "zero")
+
+
 class ManifestDataset(Dataset):
     """Map-style dataset indexed by ``(epoch, index)``: a random crop (+ augmentation) and a caption."""
 
@@ -247,14 +239,14 @@ class ManifestDataset(Dataset):
                 logger.warning("skipping unreadable training file (logged once): %s", exc)
         raise RuntimeError("no readable audio file in the training manifests; check the paths")
 
-    def _crop(self, wave: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-        return random_crop(torch.from_numpy(wave), self.audio.num_samples, generator, self.audio.pad_mode)
+    def _crop(self, wave: np.ndarray, generator: torch.Generator, speed: float = 1.0) -> torch.Tensor:
+        return speed_crop(wave, self.audio, generator, speed)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         j, wave = self._readable(index)
-        crop = self._crop(wave, generator)
+        crop = self._crop(wave, generator, draw_speed(self.augment, generator))
         sample = self.samples[j]
         caption = sample.caption
         if sample.pool is not None:  # generator draws only when the extra is on: default runs are unchanged
@@ -269,7 +261,11 @@ class ManifestDataset(Dataset):
                 other = self._crop(other_wave, generator)
                 if self.augment.mix_join:
                     caption = caption + self.augment.mix_join + self.samples[k].caption
-            crop = augment_wave(crop, self.augment, generator, other)
+            noise = None  # background: a crop of any training clip, mixed at a random SNR by augment_wave
+            if self.augment.noise_prob > 0 and float(torch.rand((), generator=generator)) < self.augment.noise_prob:
+                _, noise_wave = self._readable(int(torch.randint(0, len(self.samples), (), generator=generator)))
+                noise = self._crop(noise_wave, generator)
+            crop = augment_wave(crop, self.augment, generator, other, rate=self.audio.sample_rate, noise=noise)
         return {"waveform": crop, "caption": caption, "index": j, "group": self.groups[j]}
 
 
@@ -405,6 +401,9 @@ class ShardStream(IterableDataset):
         self.num_workers = max(1, num_workers)
         self.skip_batches, self.shuffle_buffer = skip_batches, shuffle_buffer
         self.augment = augment or AugmentConfig()
+        if self.augment.noise_prob > 0 or self.augment.mix_prob > 0:
+            raise ValueError("augment.noise_prob and augment.mix_prob need random access to other clips, which "
+                             "WebDataset shards do not give; use manifests or set them to 0")
         total = world_size * self.num_workers
         if len(self.urls) < total:
             raise ValueError(f"{len(self.urls)} shard(s) for {total} readers (processes x workers); "
@@ -458,9 +457,9 @@ class ShardStream(IterableDataset):
                 logger.warning("skipping unreadable shard sample (logged once): %s", exc)
             return None
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, zlib.crc32(key.encode())))
-        crop = random_crop(torch.from_numpy(wave), self.audio.num_samples, g, self.audio.pad_mode)
+        crop = speed_crop(wave, self.audio, g, draw_speed(self.augment, g))
         if self.augment.enabled:
-            crop = augment_wave(crop, self.augment, g)
+            crop = augment_wave(crop, self.augment, g, rate=self.audio.sample_rate)
         caption = caption_raw.decode("utf-8") if isinstance(caption_raw, bytes) else str(caption_raw)
         return {"waveform": crop, "caption": caption.strip(), "index": -1, "key": key, "epoch": epoch}
 

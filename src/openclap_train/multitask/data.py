@@ -1,7 +1,7 @@
 """Audio of the tasks' rows: random crops (+ the trainer's augmentation) keyed by ``(task, index, epoch)``.
 
 Decoding, cropping and augmentation are the trainer's (``openclap.audio.io.load_audio``,
-``openclap.audio.windows.random_crop``, ``openclap_train.data.augment_wave``); each row's randomness
+``openclap_train.data.speed_crop``, ``openclap_train.augment.augment_wave``); each row's randomness
 comes from its own generator seeded with ``(seed, task, epoch, index)``, so resume stays exact. Clips are
 cached by path, so tasks that share a manifest share the decoded audio. Unreadable files are logged once
 and replaced by the next readable row of the same task.
@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from openclap.audio.io import AudioLoadError, load_audio
-from openclap.audio.windows import random_crop
 from openclap.config import AudioConfig
+from openclap_train.augment import augment_wave, draw_speed
 from openclap_train.config import AugmentConfig
-from openclap_train.data import _seed_worker, augment_wave, sample_seed
+from openclap_train.data import _seed_worker, sample_seed, speed_crop
 from openclap_train.multitask.sampling import Key, MultiTaskBatchSampler
 from openclap_train.multitask.tasks import TaskData
 
@@ -35,6 +35,9 @@ class MultiTaskDataset(Dataset):
         self.paths = [t.paths for t in tasks]
         self.audio, self.seed = audio, seed
         self.augment = augment or AugmentConfig()
+        if self.augment.mix_prob > 0 or self.augment.noise_prob > 0:
+            raise ValueError("multi-task pretraining does not mix clips (the other clip's targets would be lost): "
+                             "set augment.mix_prob and augment.noise_prob to 0")
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
         self._bad: set[str] = set()
 
@@ -63,9 +66,9 @@ class MultiTaskDataset(Dataset):
         task, index, epoch = key
         g = torch.Generator().manual_seed(sample_seed(self.seed * 1009 + task, epoch, index))
         j, wave = self._readable(task, index)
-        crop = random_crop(torch.from_numpy(wave), self.audio.num_samples, g, self.audio.pad_mode)
-        if self.augment.gain_db > 0 or self.augment.time_shift > 0:  # mixing would blur the targets: not used
-            crop = augment_wave(crop, self.augment, g)
+        crop = speed_crop(wave, self.audio, g, draw_speed(self.augment, g))
+        if self.augment.enabled:  # mixing and background clips would blur the targets: refused in __init__
+            crop = augment_wave(crop, self.augment, g, rate=self.audio.sample_rate)
         return {"waveform": crop, "task": task, "index": j}
 
 
