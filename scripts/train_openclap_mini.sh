@@ -4,12 +4,15 @@
 # and (with --install) copy it into the package's bundled model folder.
 #   bash scripts/train_openclap_mini.sh [RUN_DIR] [--install]     (~25-45 min training + ~5 min evaluation)
 # Needs ../shared/data (FSDD, ESC-10, instruments) and the venv with openclap installed (pip install -e .).
-# SKIP_TRAIN=1: only choose templates and evaluate an existing run.
+# SKIP_TRAIN=1: only choose templates and evaluate an existing run. RECIPE=...: another recipe (default
+# configs/openclap-mini.yaml). Held-out-source validation (issue 17) when its data exists (HELDOUT=folder,
+# default runs/data): the synthetic-voice split of make_synthetic_digits.py and make_timbre_variants.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR="${1:-runs/openclap-mini}"
 INSTALL="${2:-}"
-RECIPE=configs/openclap-mini.yaml
+RECIPE="${RECIPE:-configs/openclap-mini.yaml}"
+HELDOUT="${HELDOUT:-runs/data}"
 DATA=../shared/data
 if [ -z "${SKIP_TRAIN:-}" ]; then
   openclap train "$RECIPE" --run-dir "$RUN_DIR"
@@ -79,6 +82,15 @@ for name, (manifest, split, extra) in sets.items():
 PY
 cp "$RUN_DIR/templates.json" "$MODEL/templates.json"
 tpl() { python -c "import json,sys; print(json.load(open('$RUN_DIR/templates.json'))[sys.argv[1]])" "$1"; }
+
+# ---- held-out-source validation (voices and timbres in no training data), with the chosen templates
+if [ -f "$HELDOUT/synthetic-digits/manifest.csv" ]; then
+  ev zeroshot --manifest "$HELDOUT/synthetic-digits/manifest.csv" --split val --template "$(tpl fsdd)" > "$RUN_DIR/eval/val-synthetic-voices.json"
+fi
+if [ -f "$HELDOUT/timbre-val/manifest.csv" ]; then
+  ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --template "$(tpl instruments)" > "$RUN_DIR/eval/val-timbre-label.json"
+  ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --label-column family --template "$(tpl family)" > "$RUN_DIR/eval/val-timbre-family.json"
+fi
 
 # ---- test splits (first read here)
 ev zeroshot --manifest "$DATA/fsdd/manifest.csv" --split test --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd.json"

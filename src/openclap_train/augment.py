@@ -53,6 +53,7 @@ __all__ = [
     "mu_law",
     "resample_down_up",
     "room_impulse_response",
+    "spectral_filter",
     "time_shift",
 ]
 
@@ -141,7 +142,7 @@ def apply_reverb(wave: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
     return out.float()
 
 
-def _spectral_filter(wave: torch.Tensor, rate: int, response: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def spectral_filter(wave: torch.Tensor, rate: int, response: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Multiply the clip's whole-length spectrum by a real, zero-phase ``response(freqs_hz)``: a circular
     filter (the clip is one period, as for the circular time shift), so the output's spectrum is exactly
     the input's times the response; a sharp response rings a little across the clip's two ends."""
@@ -171,7 +172,7 @@ def equalize(wave: torch.Tensor, rate: int, gains_db: list[float] | torch.Tensor
         w = (x - log_centres[k - 1]) / (log_centres[k] - log_centres[k - 1])
         return 10.0 ** ((gains[k - 1] * (1 - w) + gains[k] * w) / 20)
 
-    return _spectral_filter(wave, rate, response)
+    return spectral_filter(wave, rate, response)
 
 
 def band_limit(wave: torch.Tensor, rate: int, lowpass_hz: float | None, highpass_hz: float | None = None,
@@ -191,7 +192,7 @@ def band_limit(wave: torch.Tensor, rate: int, lowpass_hz: float | None, highpass
             r = r * 0.5 * (1 + torch.cos(math.pi * x))
         return r
 
-    return _spectral_filter(wave, rate, response)
+    return spectral_filter(wave, rate, response)
 
 
 def mu_law(wave: torch.Tensor, bits: int = 8) -> torch.Tensor:
@@ -242,7 +243,7 @@ def mel_to_hz(mel: float) -> float:
 def mask_frequency(wave: torch.Tensor, rate: int, low_hz: float, high_hz: float) -> torch.Tensor:
     """Remove the band ``[low_hz, high_hz]`` (SpecAugment's frequency mask, in the waveform): the
     clip's spectrum is exactly zero there and untouched elsewhere."""
-    return _spectral_filter(wave, rate, lambda f: ((f < low_hz) | (f > high_hz)).to(torch.float64))
+    return spectral_filter(wave, rate, lambda f: ((f < low_hz) | (f > high_hz)).to(torch.float64))
 
 
 # ------------------------------------------------------------------------------------ random driver
