@@ -6,7 +6,7 @@ Random weights, 7 s clips at 44.1 kHz (965 frames x 64 mels). Times are process 
 (``time.process_time``) per clip, so other jobs on a shared machine disturb them less than wall time;
 with ``--threads 1`` CPU time equals the work done. Each line reports the median and the minimum over
 ``--repeats`` runs after one warm-up. ``--chunk-rows 0`` turns off the chunked inference path of the Swin
-blocks (``SwinBlock.chunk_rows``) for comparison.
+blocks (``swin_fast.CHUNK_ROWS``) for comparison.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 
 import torch
 
+from openclap.audio import swin_fast
 from openclap.audio.frontend import LogMelFrontend
-from openclap.audio.htsat import HTSAT, SwinBlock
+from openclap.audio.htsat import HTSAT
 from openclap.config import FrontendConfig, HTSATConfig
 
 
@@ -55,10 +56,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--chunk-rows", type=int, default=SwinBlock.chunk_rows)
+    parser.add_argument("--chunk-rows", type=int, default=swin_fast.CHUNK_ROWS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    SwinBlock.chunk_rows = args.chunk_rows
+    swin_fast.CHUNK_ROWS = args.chunk_rows
     torch.manual_seed(0)
     model = HTSAT(HTSATConfig(), n_mels=64).eval()
     g = torch.Generator().manual_seed(0)
@@ -73,7 +74,7 @@ def main() -> None:
         mel = frontends["front end float64 (default)"](wave)
         print(
             f"HTSAT-tiny, batch {args.batch} x {mel.shape[1]} frames x {mel.shape[2]} mels, "
-            f"{torch.get_num_threads()} thread(s), chunk_rows {SwinBlock.chunk_rows}, {args.repeats} repeats"
+            f"{torch.get_num_threads()} thread(s), chunk_rows {swin_fast.CHUNK_ROWS}, {args.repeats} repeats"
         )
         model(mel)  # warm-up
         for fe in frontends.values():

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from openclap.audio import htsat as htsat_mod
+from openclap.audio import swin, swin_fast
 from openclap.audio.cnn14 import CNN14, CNN14_MSCLAP_DROPPED_KEYS
 from openclap.audio.encoders import AUDIO_ENCODERS, build_audio_encoder
 from openclap.audio.htsat import HTSAT, HTSAT_MSCLAP_DROPPED_KEYS
@@ -257,20 +257,6 @@ def test_htsat_image_fold_matches_msclap_reshape(tiny: HTSAT) -> None:
     torch.testing.assert_close(tiny.to_image(x), ref, rtol=0, atol=0)
 
 
-def test_htsat_sdpa_equals_explicit_attention(tiny: HTSAT, tiny_batch4) -> None:
-    x, fused = tiny_batch4
-    tiny.set_fused_attention(False)
-    try:
-        with torch.no_grad():
-            ref = tiny(x[:2])
-    finally:
-        tiny.set_fused_attention(True)
-    diff = (fused.features[:2] - ref.features).abs().max().item()
-    diff_logits = (fused.clipwise_logits[:2] - ref.clipwise_logits).abs().max().item()
-    print(f"SDPA vs explicit attention, max abs diff: features {diff:.2e}, logits {diff_logits:.2e}")
-    assert diff <= 1e-5 and diff_logits <= 1e-5
-
-
 def test_htsat_batch_invariant_and_deterministic(tiny: HTSAT, tiny_batch4) -> None:
     x, out4 = tiny_batch4
     with torch.no_grad():
@@ -372,58 +358,18 @@ def test_build_audio_encoder_uses_config() -> None:
     assert out.features.shape == (2, cfg.width) == (2, 16)
 
 
-# ------------------------------------------------------------------ HTSAT fast path vs msclap's op order
-# HTSAT.forward keeps the tokens in a window-major stream and gathers once per block; these references
-# run the same modules in msclap's order (roll, window partition, attention with the per-window mask
-# expanded to the batch, window reverse, roll back, patch merging by 4 strided slices + cat).
+# ------------------------------------------------------------- HTSAT fast path vs the plain reference
+# audio/swin.py is the plain Swin op order of msclap (roll, window partition, explicit softmax with the
+# per-window mask, window reverse, roll back, patch merging by 4 strided slices + cat); audio/swin_fast.py
+# keeps a window-major stream, gathers once per block and uses split SDPA. Same weights, same numbers.
 
 
-def _reference_block(block: htsat_mod.SwinBlock, x: torch.Tensor) -> torch.Tensor:
-    H, W = block.resolution
-    B, L, C = x.shape
-    attn, ws, N = block.attn, block.ws, block.ws * block.ws
-    h = block.norm1(x).view(B, H, W, C)
-    if block.shift:
-        h = torch.roll(h, shifts=(-block.shift, -block.shift), dims=(1, 2))
-    win = htsat_mod.window_partition(h, ws)  # (B*nW, N, C)
-    BW = win.shape[0]
-    q, k, v = attn.qkv(win).view(BW, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    bias = attn.position_bias().unsqueeze(0)  # (1, nH, N, N)
-    if block.attn_mask is not None:
-        nW = block.attn_mask.shape[0]
-        bias = (bias + block.attn_mask.unsqueeze(1)).unsqueeze(0).expand(BW // nW, -1, -1, -1, -1)
-        bias = bias.reshape(BW, attn.num_heads, N, N)
-    a = ((q * attn.head_dim**-0.5) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
-    win = attn.proj((a @ v).transpose(1, 2).reshape(BW, N, C))
-    h = htsat_mod.window_reverse(win, ws, H, W)
-    if block.shift:
-        h = torch.roll(h, shifts=(block.shift, block.shift), dims=(1, 2))
-    x = x + h.reshape(B, L, C)
-    return x + block.mlp(block.norm2(x))
-
-
-def _reference_merge(merge: htsat_mod.PatchMerging, x: torch.Tensor) -> torch.Tensor:
-    H, W = merge.resolution
-    B, _, C = x.shape
-    x = x.view(B, H, W, C)
-    x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-    return merge.reduction(merge.norm(x.view(B, -1, 4 * C)))
-
-
-def _reference_features(model: HTSAT, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, clipwise logits) computed in msclap's op order with the model's own weights."""
-    x = model.bn0(mel.unsqueeze(1).transpose(1, 3)).transpose(1, 3)
-    x = model.patch_embed(model.to_image(x))
-    for stage in model.layers:
-        for block in stage.blocks:
-            x = _reference_block(block, x)
-        if stage.downsample is not None:
-            x = _reference_merge(stage.downsample, x)
-    x = model.norm(x)
-    B, _, C = x.shape
-    (Hf, Wf), r = model.final_grid, model.freq_ratio
-    x = x.transpose(1, 2).reshape(B, C, r, Hf // r, Wf).transpose(2, 3).reshape(B, C, Hf // r, r * Wf)
-    return x.flatten(2).mean(dim=-1), model.tscam_conv(x).flatten(2).mean(dim=-1)
+def _reference(model: HTSAT, x: torch.Tensor) -> AudioEncoderOutput:
+    model.set_fast_path(False)
+    try:
+        return model(x)
+    finally:
+        model.set_fast_path(True)
 
 
 def _randomise_bias_tables(model: HTSAT, seed: int) -> None:
@@ -450,63 +396,60 @@ def test_window_token_order_is_roll_plus_partition() -> None:
     grid = torch.arange(H * W).view(1, H, W, 1)
     for shift in (0, 2):
         rolled = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2)) if shift else grid
-        expected = htsat_mod.window_partition(rolled, ws).squeeze(-1)
-        assert torch.equal(htsat_mod.window_token_order(H, W, ws, shift), expected)
+        expected = swin.window_partition(rolled, ws).squeeze(-1)
+        assert torch.equal(swin_fast.window_token_order(H, W, ws, shift), expected)
 
 
-def test_patch_merging_reshape_equals_strided_cat() -> None:
+def test_patch_merging_gather_equals_strided_cat() -> None:
     torch.manual_seed(0)
-    merge = htsat_mod.PatchMerging((8, 12), 6)
+    merge = swin.PatchMerging((8, 12), 6)
     x = torch.randn(3, 96, 6)
-    torch.testing.assert_close(merge(x), _reference_merge(merge, x), rtol=0, atol=0)
-    rows = merge.source_rows(torch.arange(3 * 4 * 6))  # raster rows of each output's 2x2 group
+    rows = swin_fast.merge_source_rows(merge, torch.arange(3 * 4 * 6))  # raster rows of each 2x2 group
     groups = x.reshape(-1, 6)[rows.flatten()].view(3, 24, 24)
-    torch.testing.assert_close(merge.reduce(groups), _reference_merge(merge, x), rtol=0, atol=0)
+    torch.testing.assert_close(merge.reduce(groups), merge(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("chunk_rows", [0, 64, 4096])
-def test_htsat_equals_msclap_op_order(chunk_rows: int, monkeypatch) -> None:
-    """Window-major stream, fused gathers, split SDPA and chunked inference = msclap's op order."""
-    monkeypatch.setattr(htsat_mod.SwinBlock, "chunk_rows", chunk_rows)
-    monkeypatch.setattr(htsat_mod.SwinBlock, "chunk_max_threads", 1 << 10)  # chunk whatever the thread count
+def test_htsat_fast_path_equals_reference(chunk_rows: int, monkeypatch) -> None:
+    """Window-major stream, fused gathers, split SDPA and chunked inference = the plain reference (swin.py)."""
+    monkeypatch.setattr(swin_fast, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(swin_fast, "CHUNK_MAX_THREADS", 1 << 10)  # chunk whatever the thread count
     torch.manual_seed(0)
     model = HTSAT(DEEP, n_mels=SMALL_MELS).eval()
     _randomise_bias_tables(model, 3)
     x = logmel(3, 250, SMALL_MELS)
     with torch.no_grad():
         out = model(x)
-        ref_features, ref_logits = _reference_features(model, x)
-        model.set_fused_attention(False)
-        explicit = model(x)
-    for got in (out, explicit):
-        diff = (got.features - ref_features).abs().max().item()
-        diff_logits = (got.clipwise_logits - ref_logits).abs().max().item()
-        print(f"chunk_rows={chunk_rows}: max abs diff to msclap order {diff:.1e} (logits {diff_logits:.1e})")
-        assert diff <= 1e-5 and diff_logits <= 1e-5
-
-
-def test_htsat_tiny_equals_msclap_op_order(tiny: HTSAT, tiny_batch4) -> None:
-    x, out = tiny_batch4
-    with torch.no_grad():
-        ref_features, ref_logits = _reference_features(tiny, x[:2])
-    diff = (out.features[:2] - ref_features).abs().max().item()
-    diff_logits = (out.clipwise_logits[:2] - ref_logits).abs().max().item()
-    print(f"HTSAT-tiny vs msclap op order, max abs diff: features {diff:.1e}, logits {diff_logits:.1e}")
+        ref = _reference(model, x)
+    diff = (out.features - ref.features).abs().max().item()
+    diff_logits = (out.clipwise_logits - ref.clipwise_logits).abs().max().item()
+    print(f"chunk_rows={chunk_rows}: max abs diff to the reference {diff:.1e} (logits {diff_logits:.1e})")
     assert diff <= 1e-5 and diff_logits <= 1e-5
 
 
-def test_htsat_gradients_equal_msclap_op_order() -> None:
+def test_htsat_tiny_fast_path_equals_reference(tiny: HTSAT, tiny_batch4) -> None:
+    x, out = tiny_batch4
+    assert tiny.fast_path  # the default
+    with torch.no_grad():
+        ref = _reference(tiny, x[:2])
+    diff = (out.features[:2] - ref.features).abs().max().item()
+    diff_logits = (out.clipwise_logits[:2] - ref.clipwise_logits).abs().max().item()
+    print(f"HTSAT-tiny fast path vs reference, max abs diff: features {diff:.1e}, logits {diff_logits:.1e}")
+    assert diff <= 1e-5 and diff_logits <= 1e-5
+
+
+def test_htsat_fast_path_gradients_equal_reference() -> None:
     torch.manual_seed(0)
     model = HTSAT(DEEP, n_mels=SMALL_MELS).train()
     _randomise_bias_tables(model, 4)
     x = logmel(2, 250, SMALL_MELS)
     grads = []
-    for run in (lambda: model(x), lambda: _reference_features(model, x)):
+    for fast in (True, False):
         model.zero_grad()
+        model.set_fast_path(fast)
         torch.manual_seed(1)  # dropout rates are 0 in DEEP; bn0 uses batch statistics in train mode
-        out = run()
-        features, logits = (out.features, out.clipwise_logits) if isinstance(out, AudioEncoderOutput) else out
-        (features.square().mean() + logits.mean()).backward()
+        out = model(x)
+        (out.features.square().mean() + out.clipwise_logits.mean()).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) == sum(
         p.requires_grad for p in model.parameters()

@@ -110,7 +110,7 @@ def htsat_buffer(key: str, value: Tensor, config: ClapConfig) -> str | None:
     msclap/LAION/transformers persist the relative-position index and the shifted-window mask; openclap
     recomputes both from the config, so a checkpoint whose buffers differ was built with another geometry.
     """
-    from openclap.audio.htsat import relative_position_index, shifted_window_mask
+    from openclap.audio.swin import relative_position_index, shifted_window_mask
 
     cfg = config.audio.htsat
     if cfg is None:
