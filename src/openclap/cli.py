@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "openclap.commands.tokenizer",
     "openclap.commands.pretrain_audio",
     "openclap.commands.demo",
+    "openclap.commands.export",
 )
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2

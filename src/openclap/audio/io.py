@@ -38,15 +38,18 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -245,9 +248,17 @@ def _header(f: sf.SoundFile) -> AudioInfo:
     )
 
 
+def _is_tensor(source: Any) -> bool:
+    """A torch tensor, tested without importing torch (a tensor exists only if torch is imported): the
+    ONNX runtime (openclap.onnx) decodes audio in processes without PyTorch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(source, torch.Tensor)
+
+
 def _to_float_array(source: Any) -> np.ndarray:
     """numpy/torch input -> float32 array, integers scaled to [-1, 1]; shape unchanged."""
-    if isinstance(source, torch.Tensor):
+    if _is_tensor(source):
+        torch = sys.modules["torch"]
         source = source.detach().cpu()
         if source.dtype == torch.bfloat16 or source.dtype == torch.float16:
             source = source.float()
@@ -421,7 +432,7 @@ def load_audio(
         path = _check_path(source)
         mono, rate = _decode_file(path, budget)
         name, where = f"audio file '{path}'", source
-    elif isinstance(source, (np.ndarray, torch.Tensor)):
+    elif isinstance(source, np.ndarray) or _is_tensor(source):
         if source_rate is None:
             raise ValueError(
                 "source_rate is required for array/tensor input: pass the rate the samples were "

@@ -41,12 +41,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from openclap.config import ConfigError, TextConfig
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -153,15 +156,22 @@ class TextTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise ``texts`` into right-padded ``input_ids`` and ``attention_mask``, both (B, L) int64."""
+        import torch  # here, not at import: openclap.onnx tokenises without PyTorch (encode_numpy)
+
+        input_ids, attention_mask = self.encode_numpy(texts)
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+
+    def encode_numpy(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``input_ids`` and ``attention_mask`` as numpy (B, L) int64, right padded (see ``__call__``)."""
         rows = self._encode(texts)
         longest = max(len(r) for r in rows)
         length = max(longest, self.cfg.max_length) if self.cfg.padding == "max_length" else longest
-        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.int64)  # (B, L)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.int64)  # (B, L)
+        input_ids = np.full((len(rows), length), self.pad_token_id, dtype=np.int64)  # (B, L)
+        attention_mask = np.zeros((len(rows), length), dtype=np.int64)  # (B, L)
         for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
+            input_ids[i, : len(row)] = row
             attention_mask[i, : len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return input_ids, attention_mask
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``tokenizer.json`` + ``tokenizer_config.json`` so ``TextTokenizer(cfg, directory)``
