@@ -26,7 +26,6 @@ from openclap.onnx.export import export_onnx
 from openclap.registry import get_model_config
 from openclap.text.tokenizer import TextTokenizer, bundled_tokenizer_dir
 
-pytest.importorskip("onnxruntime")  # the [onnx] extra, part of [test]
 
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
 CLIPS = [DEMO / "4-183992-A-dog.flac", DEMO / "3_theo_0.flac", DEMO / "fluidr3_p040_violin_m071_v110.flac"]
