@@ -31,6 +31,24 @@ from openclap.audio.swin import PatchMerging, SwinBlock, SwinStage, WindowAttent
 # slower (each op's parallel region waits for both threads, and busy cores make that wait long).
 CHUNK_ROWS = 4096
 CHUNK_MAX_THREADS = 1
+# oneDNN's fused linear + pointwise ops (the ones torch.compile's CPU backend emits): fc1 + GELU and
+# fc2/proj + residual add in one pass over the output, which eager PyTorch otherwise reads and writes again
+# per op. Same arithmetic (bit-identical in tests/test_audio_encoders.py); used without autograd in fp32
+# on the CPU when this PyTorch build has oneDNN.
+FUSED_LINEAR = True
+
+
+def _fused(x: Tensor, module: torch.nn.Module) -> bool:
+    return (
+        FUSED_LINEAR
+        and not torch.is_grad_enabled()
+        and not module.training
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def window_token_order(H: int, W: int, ws: int, shift: int) -> Tensor:
@@ -96,12 +114,15 @@ def _inverse(rows: Tensor) -> Tensor:
     return inv
 
 
-def attention(attn: WindowAttention, x: Tensor, batch: int, mask: Tensor | None, plain: int) -> Tensor:
-    """Attention inside each window of a window-major stream.
+def attention(
+    attn: WindowAttention, x: Tensor, batch: int, mask: Tensor | None, plain: int, residual: Tensor | None = None
+) -> Tensor:
+    """Attention inside each window of a window-major stream (plus ``residual`` when given).
 
     x: (nW * B, N, C) windows, window-major (all samples of window 0, then of window 1, ...);
     mask: (nW, N, N) additive shift mask in the stream's window order, or None;
-    plain: how many leading windows have an all-zero mask (they run without it).
+    plain: how many leading windows have an all-zero mask (they run without it);
+    residual: (nW * B, N, C) added to the output (fused into the projection where possible).
     """
     BW, N, C = x.shape
     nH = attn.num_heads
@@ -120,17 +141,27 @@ def attention(attn: WindowAttention, x: Tensor, batch: int, mask: Tensor | None,
         parts.append(F.scaled_dot_product_attention(q[split:], k[split:], v[split:], attn_mask=m, dropout_p=p))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     y = y.transpose(1, 2).reshape(BW, N, C)  # (nW*B, N, C)
-    return attn.proj_drop(attn.proj(y))
+    if residual is not None and _fused(y, attn):
+        return torch.ops.mkldnn._linear_pointwise.binary(y, residual, attn.proj.weight, attn.proj.bias, "add")
+    y = attn.proj_drop(attn.proj(y))
+    return y if residual is None else residual + y
 
 
-def _mlp(block: SwinBlock, x: Tensor) -> Tensor:
+def _mlp(block: SwinBlock, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    """The block's MLP on ``x`` (plus ``residual`` when given)."""
     mlp = block.mlp
+    if _fused(x, mlp) and isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "none":
+        h = torch.ops.mkldnn._linear_pointwise(x, mlp.fc1.weight, mlp.fc1.bias, "gelu", [], "none")
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(h, residual, mlp.fc2.weight, mlp.fc2.bias, "add")
+        return mlp.fc2(h)
     h = mlp.fc1(x)
     if not torch.is_grad_enabled() and mlp.act.approximate == "none":
         h = torch.ops.aten.gelu_(h)  # in place without autograd: one hidden-size buffer less
     else:
         h = mlp.act(h)
-    return mlp.drop(mlp.fc2(mlp.drop(h)))
+    y = mlp.drop(mlp.fc2(mlp.drop(h)))
+    return y if residual is None else residual + y
 
 
 def _block_windows(block: SwinBlock, x: Tensor, batch: int, w0: int, w1: int, out: Tensor | None) -> Tensor:
@@ -141,6 +172,10 @@ def _block_windows(block: SwinBlock, x: Tensor, batch: int, w0: int, w1: int, ou
     if block.stream_mask is not None and w1 > block.plain_windows:
         mask = block.stream_mask[w0:w1]
         plain = max(0, block.plain_windows - w0)
+    if not block.training or block.drop_path.p == 0.0:  # no stochastic depth: residuals fused where possible
+        x = attention(block.attn, block.norm1(x).view(R // N, N, C), batch, mask, plain, x.view(R // N, N, C))
+        x = _mlp(block, block.norm2(x.view(R, C)), x.view(R, C))
+        return x if out is None else out.copy_(x)
     windows = attention(block.attn, block.norm1(x).view(R // N, N, C), batch, mask, plain)
     x = x + block.drop_path(windows.view(-1, batch, N * C), batch_dim=1).view(R, C)
     y = block.drop_path(_mlp(block, block.norm2(x)).view(-1, batch, N * C), batch_dim=1).view(R, C)
