@@ -43,8 +43,10 @@ import soxr
 import torch
 
 import openclap
+import openclap.onnx as openclap_onnx
 from openclap.bulk import EmbedOptions, embed_to_arrays
 from openclap.bulk.speed import quantize_int8
+from openclap.onnx.export import export_onnx
 from openclap.pipeline import ClapPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +136,17 @@ def timed(fn, repeats: int):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+# FLOPs of one 7 s clip through msclap-2023's HTSAT-tiny (benchmarks/htsat_profile.py, flop_counter).
+HTSAT_GFLOP_7S = 11.49
+
+
+def matmul_roof() -> float:
+    """GFLOP/s of a 2048^2 float32 matmul with the current thread count (best of 5)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    t, _ = timed(lambda: a @ b, 5)
+    return 2 * 2048**3 / t / 1e9
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -309,6 +322,7 @@ def main() -> None:
     parser.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (compiling takes minutes)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast rows")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
@@ -397,14 +411,21 @@ def main() -> None:
         # every workload (for --compile that pass compiles, once per new batch shape), reported apart.
         variants = [("float32 (eager, the default)", lambda: pipe.model, "float32", False)]
         if not args.no_int8:
-            variants.append(("dynamic int8 (Linear layers)", lambda: quantize_int8(pipe.model), "float32", False))
+            variants.append(("dynamic int8 (per-channel, heads + merges fp32)", lambda: quantize_int8(pipe.model), "float32", False))
         if not args.no_compile:
             variants.append(("torch.compile (float32)", lambda: copy.deepcopy(pipe.model), "float32", True))
         if not args.no_bf16:
             variants.append(("bfloat16 autocast (CPU)", lambda: copy.deepcopy(pipe.model), "bfloat16", False))
+        if not args.no_onnx:  # the exported towers on ONNX Runtime, numpy front end (openclap.onnx)
+            variants.append(("ONNX Runtime (float32)", None, "float32", False))
         option_rows, baseline = [], None
+        roof = matmul_roof()
         for label, make_model, dtype, compile_ in variants:
-            variant = ClapPipeline(make_model(), pipe.tokenizer, dtype=dtype, compile=compile_)
+            if make_model is None:
+                export_onnx(pipe, work / "onnx")
+                variant = openclap_onnx.load(work / "onnx", threads=torch.get_num_threads())
+            else:
+                variant = ClapPipeline(make_model(), pipe.tokenizer, dtype=dtype, compile=compile_)
             speeds, cosines, warm = time_variant(variant, sets, prompts, fp32, temb, args.batch_size, args.repeats)
             baseline = baseline or speeds
             for work_name, speed in speeds.items():
@@ -433,10 +454,16 @@ def main() -> None:
             f"prompts/s, max |difference| of the embeddings {pad_diff:.2e}"
         )
         if option_rows:
-            print("\n| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) |")
-            print("|---|---|---|---|---|---|")
+            roof = max(roof, matmul_roof())  # measured before and after the rows: the quieter one
+            print(
+                f"\nroof: a 2048^2 float32 matmul ran at {roof:.0f} GFLOP/s with {torch.get_num_threads()} threads; "
+                f"HTSAT-tiny (msclap-2023) is {HTSAT_GFLOP_7S} GFLOP per 7 s clip (torch.utils.flop_counter)"
+            )
+            print("| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) | of roof |")
+            print("|---|---|---|---|---|---|---|")
             for label, work_name, speed, ratio, c, warm in option_rows:
-                print(f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} |")
+                frac = f"{speed * HTSAT_GFLOP_7S / roof:.0%}" if work_name == "audio 7s_44k" else "-"
+                print(f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} | {frac} |")
         if args.profile:
             profile_report(pipe, sets["7s_44k"])
         if args.long_minutes > 0:

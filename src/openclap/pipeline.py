@@ -387,15 +387,23 @@ def load(
     pretrained: bool = True,
     dtype: str = "float32",
     compile: bool = False,
+    int8: bool = False,
 ) -> ClapPipeline:
     """Load a preset (optionally with a checkpoint) or a saved model directory, ready for inference.
 
     A preset with published weights and no ``checkpoint`` fetches them (hub cache first) unless
     ``pretrained=False``, which gives seeded random weights (tests, benchmarks, training from scratch).
     ``dtype`` ("float32", "bfloat16" on CPU or CUDA, "float16" on CUDA) runs the encoders under
-    autocast; ``compile=True`` wraps them in ``torch.compile`` (compiled on first use). See
+    autocast; ``compile=True`` wraps them in ``torch.compile`` (compiled on first use). ``int8=True``
+    (CPU, float32, no compile) quantizes the Linear layers to int8 with per-channel weights, keeping the
+    accuracy-sensitive ones in fp32 (``openclap.bulk.speed.quantize_int8``). See
     ``ClapPipeline.configure`` and docs/inference.md for speed and accuracy.
     """
+    if int8 and (dtype != "float32" or compile or torch.device(device).type != "cpu"):
+        raise ValueError(
+            f"int8=True is its own CPU path: use it with device='cpu', dtype='float32' and compile=False "
+            f"(got device={device!r}, dtype={dtype!r}, compile={compile})"
+        )
     name_or_dir = resolve_source(name_or_dir)
     config = resolve_config(name_or_dir)
     if tokenizer is None and is_model_dir(name_or_dir) and (Path(name_or_dir) / TOKENIZER_DIR).is_dir():
@@ -406,4 +414,8 @@ def load(
         tokenizer = resolve_tokenizer(config.text)
     text_tokenizer = TextTokenizer(config.text, tokenizer)
     model = load_model(name_or_dir, checkpoint=checkpoint, device=device, download=pretrained)
+    if int8:
+        from openclap.bulk.speed import quantize_int8
+
+        model = quantize_int8(model)
     return ClapPipeline(model, text_tokenizer, device=device, dtype=dtype, compile=compile)

@@ -38,9 +38,11 @@ CHUNK_MAX_THREADS = 1
 FUSED_LINEAR = True
 
 
-def _fused(x: Tensor, module: torch.nn.Module) -> bool:
+def _fused(x: Tensor, module: torch.nn.Module, *linears: torch.nn.Module) -> bool:
+    """Whether ``linears`` (plain float ``nn.Linear``s: not int8 copies) of ``module`` may run fused on ``x``."""
     return (
         FUSED_LINEAR
+        and all(type(m) is torch.nn.Linear for m in linears)
         and not torch.is_grad_enabled()
         and not module.training
         and x.device.type == "cpu"
@@ -141,7 +143,7 @@ def attention(
         parts.append(F.scaled_dot_product_attention(q[split:], k[split:], v[split:], attn_mask=m, dropout_p=p))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     y = y.transpose(1, 2).reshape(BW, N, C)  # (nW*B, N, C)
-    if residual is not None and _fused(y, attn):
+    if residual is not None and _fused(y, attn, attn.proj):
         return torch.ops.mkldnn._linear_pointwise.binary(y, residual, attn.proj.weight, attn.proj.bias, "add")
     y = attn.proj_drop(attn.proj(y))
     return y if residual is None else residual + y
@@ -150,7 +152,7 @@ def attention(
 def _mlp(block: SwinBlock, x: Tensor, residual: Tensor | None = None) -> Tensor:
     """The block's MLP on ``x`` (plus ``residual`` when given)."""
     mlp = block.mlp
-    if _fused(x, mlp) and isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "none":
+    if _fused(x, mlp, mlp.fc1, mlp.fc2) and isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "none":
         h = torch.ops.mkldnn._linear_pointwise(x, mlp.fc1.weight, mlp.fc1.bias, "gelu", [], "none")
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(h, residual, mlp.fc2.weight, mlp.fc2.bias, "add")

@@ -12,22 +12,44 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.Linear`` dynamically quantized to int8 (CPU only).
+# Linear layers kept in fp32 by quantize_int8 (regexes over module names), chosen by measuring each group
+# alone (benchmarks/int8_sensitivity.py): the projection heads (their output is the embedding itself; small,
+# so keeping them costs little time) and the patch-merging reductions (LayerNorm'd 4C-wide inputs whose
+# per-tensor activation scale is set by a few large channels).
+INT8_KEEP_FP32: tuple[str, ...] = (r"^audio_projection\.", r"^text_projection\.", r"\.downsample\.reduction$")
 
-    Weights are stored as int8, activations quantized per batch at run time
-    (``torch.ao.quantization.quantize_dynamic``). Audio and text embeddings stay within a cosine of
-    about 0.999 of fp32 (measured in benchmarks/embed_throughput.py); convolutions and attention
-    matmuls stay fp32. The copy remembers the fp32 model's fingerprint, tagged ``+int8``.
+
+def quantize_int8(
+    model: nn.Module, keep_fp32: tuple[str, ...] | None = None, per_channel: bool = True
+) -> nn.Module:
+    """A copy of ``model`` with its ``nn.Linear`` layers dynamically quantized to int8 (CPU only).
+
+    Weights are stored as int8 with one scale per output channel (``per_channel``), activations quantized
+    per call at run time (``torch.ao.quantization.quantize_dynamic``); layers whose name matches a regex of
+    ``keep_fp32`` (default ``INT8_KEEP_FP32``) stay fp32, as do convolutions and attention matmuls.
+    Accuracy and speed are measured in benchmarks/int8_sensitivity.py and benchmarks/embed_throughput.py.
+    The copy remembers the fp32 model's fingerprint, tagged ``+int8``.
     """
+    import re
+
     from openclap.bulk.job import model_fingerprint
 
+    keep = INT8_KEEP_FP32 if keep_fp32 is None else keep_fp32
     fingerprint = model_fingerprint(model) + "+int8"
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        quantized = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8
+        qconfig = (
+            torch.ao.quantization.per_channel_dynamic_qconfig
+            if per_channel
+            else torch.ao.quantization.default_dynamic_qconfig
         )
+        spec = {
+            name: qconfig
+            for name, module in model.named_modules()
+            if type(module) is nn.Linear and not any(re.search(k, name) for k in keep)
+        }
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8)
     quantized.openclap_fingerprint = fingerprint
+    logger.info("int8: %d Linear layers quantized, kept fp32: %s", len(spec), keep)
     return quantized

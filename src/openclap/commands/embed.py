@@ -59,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--int8",
         action="store_true",
-        help="CPU only: dynamic int8 quantization of the Linear layers (faster, cosine ~0.999 to fp32)",
+        help="CPU only: dynamic int8 Linear layers, per-channel weights, sensitive layers fp32 (see docs/inference.md)",
     )
     parser.add_argument(
         "--progress",

@@ -1,0 +1,60 @@
+"""int8 inference path (openclap.load(..., int8=True)): per-channel weights, sensitive layers kept fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import openclap
+from openclap.bulk.speed import INT8_KEEP_FP32, quantize_int8
+
+DEMO = Path(openclap.__file__).parent / "assets" / "demo"
+CLIPS = sorted(p for p in DEMO.iterdir() if p.suffix == ".flac")
+PROMPTS = ["this is the sound of a dog", "this is the sound of rain", "a violin", "a clock ticking"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_int8_from_the_python_api_is_close_to_fp32_on_real_clips() -> None:
+    fp32 = openclap.load("openclap-mini")
+    int8 = openclap.load("openclap-mini", int8=True)
+    modules = dict(int8.model.named_modules())
+    quantized = [n for n, m in modules.items() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert "audio_encoder.layers.0.blocks.0.attn.qkv" in quantized
+    # Per-channel weights: one scale per output row.
+    qkv = modules["audio_encoder.layers.0.blocks.0.attn.qkv"].weight()
+    assert qkv.qscheme() == torch.per_channel_affine and qkv.q_per_channel_scales().numel() == qkv.shape[0]
+    # The sensitive layers stay float.
+    for name in ("audio_projection.linear1", "text_projection.linear2", "audio_encoder.layers.0.downsample.reduction"):
+        assert type(modules[name]) is nn.Linear, name
+    a32, a8 = fp32.embed_audio(CLIPS), int8.embed_audio(CLIPS)
+    t32, t8 = fp32.embed_text(PROMPTS), int8.embed_text(PROMPTS)
+    cos_a, cos_t = (a32 * a8).sum(1), (t32 * t8).sum(1)
+    print(f"openclap-mini int8 vs fp32 on {len(CLIPS)} clips: min cosine audio {cos_a.min():.6f}, text {cos_t.min():.6f}")
+    assert cos_a.min() >= 0.999 and cos_t.min() >= 0.999
+    assert not np.array_equal(a32, a8)  # it did quantize something
+
+
+def test_keep_list_and_per_tensor_option() -> None:
+    model = openclap.load("openclap-mini").model
+    everything = quantize_int8(model, keep_fp32=(), per_channel=False)
+    assert isinstance(everything.audio_projection.linear1, torch.ao.nn.quantized.dynamic.Linear)
+    w = everything.audio_encoder.layers[0].blocks[0].attn.qkv.weight()
+    assert w.qscheme() == torch.per_tensor_affine
+    assert all(isinstance(k, str) for k in INT8_KEEP_FP32)
+    assert type(model.audio_encoder.layers[0].blocks[0].attn.qkv) is nn.Linear  # the original is untouched
+
+
+def test_int8_refuses_other_speed_options() -> None:
+    with pytest.raises(ValueError, match="int8=True is its own CPU path"):
+        openclap.load("openclap-mini", int8=True, dtype="bfloat16")
