@@ -33,16 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from openclap.model import ClapModel
+from openclap.onnx.runtime import (
+    AUDIO_FILE,
+    FILTERBANK_FILE,
+    FORMAT_VERSION,
+    PREPROCESSING_FILE,
+    TEXT_FILE,
+    TOKENIZER_DIR,
+    WINDOW_FILE,
+)
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-AUDIO_FILE = "audio.onnx"
-TEXT_FILE = "text.onnx"
-PREPROCESSING_FILE = "preprocessing.json"
-WINDOW_FILE = "frontend_window.npy"
-FILTERBANK_FILE = "mel_filterbank.npy"
-TOKENIZER_DIR = "tokenizer"
 OPSET = 18
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from openclap.config import TextConfig
 
-# Same names as openclap.onnx.export (which imports torch, so they are repeated, not imported).
+# The export's file names and format (openclap.onnx.export writes them).
 AUDIO_FILE = "audio.onnx"
 TEXT_FILE = "text.onnx"
 PREPROCESSING_FILE = "preprocessing.json"
