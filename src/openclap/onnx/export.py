@@ -88,6 +88,8 @@ def preprocessing_description(pipeline: Any) -> dict[str, Any]:
             "mono": "mean of the channels",
             "pooling": "mean of the window embeddings, then L2-normalised",
             "frontend": {
+                # LAION: clip to [-1, 1], * 32767, truncate to int16, / 32767 (float32) before the STFT
+                "int16_round_trip": bool(getattr(fe, "int16_round_trip", False)),
                 "n_fft": fe.n_fft,
                 "hop_length": fe.hop_length,
                 "win_length": fe.win_length,

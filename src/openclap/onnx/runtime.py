@@ -69,6 +69,7 @@ class LogMel:
         self.pad_mode = _NP_PAD[frontend["pad_mode"]]
         self.amin = float(frontend["amin"])
         self.top_db = frontend["top_db"]
+        self.int16_round_trip = bool(frontend.get("int16_round_trip", False))
         if window.shape != (self.n_fft,) or filterbank.shape[0] != self.n_fft // 2 + 1:
             raise ValueError(
                 f"window {window.shape} / filterbank {filterbank.shape} do not fit n_fft={self.n_fft}; "
@@ -78,7 +79,11 @@ class LogMel:
         self.filterbank = filterbank.astype(np.float64)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        x = np.asarray(wave, dtype=np.float64)  # (B, S)
+        wave = np.asarray(wave, dtype=np.float32)
+        if self.int16_round_trip:  # as openclap.audio.frontend.int16_round_trip (laion_clap), in float32
+            wave = (np.clip(wave, -1.0, 1.0) * np.float32(32767.0)).astype(np.int16).astype(np.float32)
+            wave = wave / np.float32(32767.0)
+        x = wave.astype(np.float64)  # (B, S)
         if self.center:
             x = np.pad(x, ((0, 0), (self.n_fft // 2, self.n_fft // 2)), mode=self.pad_mode)
         frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft, axis=-1)[:, :: self.hop]  # (B, T, n_fft)
