@@ -14,7 +14,7 @@ set -euo pipefail
 MODULE=${1:?usage: scripts/mutation.sh MODULE [MUTANT_GLOB]}
 GLOB=${2:-}
 case "$MODULE" in
-  loss)      SRC=src/openclap/loss.py;            TESTS="tests/test_loss.py" ;;
+  loss)      SRC=src/openclap/loss.py;            TESTS="tests/test_loss.py tests/test_loss_errors.py" ;;
   windows)   SRC=src/openclap/audio/windows.py;   TESTS="tests/test_windows.py tests/test_windows_values.py" ;;
   frontend)  SRC=src/openclap/audio/frontend.py;  TESTS="tests/test_frontend.py tests/test_int16_round_trip.py" ;;
   pooling)   SRC=src/openclap/text/encoders.py;   TESTS="tests/test_text.py" ;;
