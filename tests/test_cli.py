@@ -53,7 +53,7 @@ def test_classify_folder_reports_bad_file_and_exits_1(clip_dir: Path) -> None:
     assert len(good) == 4 and len(bad) == 1
     assert all(len(r["labels"]) == 2 and r["labels"][0] in {"dog", "rain", "sea waves"} for r in good)
     assert "corrupt.wav" in bad[0]["path"] and "corrupt.wav" in out.stderr
-    assert "1 of 5 input(s) failed" in out.stderr
+    assert "classified 4, failed 1, not audio 0" in out.stderr
 
 
 def test_classify_table_output_on_good_files(clip_dir: Path) -> None:

@@ -49,7 +49,6 @@ def fill_template(template: str, label: str) -> str:
 # An audio input: a path, or a waveform with its sample rate (a bare array needs sample_rate=).
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | tuple[Any, int]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64")
 
 
 @dataclass
@@ -82,13 +81,23 @@ class Classification:
         return self.labels[0] if self.labels else None
 
 
-def find_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand folders (recursively, sorted) into audio files; files are kept as given."""
+def find_audio_files(
+    inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()
+) -> list[Path]:
+    """Expand folders (recursively, sorted) into every file they hold; files are kept as given.
+
+    Folders are not filtered by extension: the decoders decide by content (an M4A named ``.dat`` is
+    audio, a ``.wav`` of random bytes is not), and a file that is not audio fails with
+    ``AudioLoadError.kind == "not audio"``, so every file becomes a result or a reported failure.
+    Files under a folder in ``exclude`` (a job's own output directory) are left out.
+    """
+    skip = [Path(e).resolve() for e in exclude]
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS))
+            files = (p for p in path.rglob("*") if p.is_file())
+            found.extend(sorted(p for p in files if not any(p.resolve().is_relative_to(e) for e in skip)))
         else:
             found.append(path)
     return found

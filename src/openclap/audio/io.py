@@ -5,8 +5,17 @@ Every audio path in openclap goes through this module, so every bad input fails 
 
 Conventions
 -----------
-* Files are decoded with ``soundfile`` (libsndfile): WAV, FLAC, OGG/Vorbis, Opus, MP3 (libsndfile >= 1.1),
-  AIFF and the other formats listed by :func:`supported_formats`. Integer PCM becomes float32 in [-1, 1].
+* Files are decoded with ``soundfile`` (libsndfile) when it reads them: WAV, FLAC, OGG/Vorbis, Opus, MP3
+  (libsndfile >= 1.1), AIFF and the other formats listed by :func:`supported_formats` (it is the faster
+  decoder there: see benchmarks/decode_speed.py). Everything else goes to PyAV, FFmpeg's decoders
+  (:mod:`openclap.audio.ffmpeg`): AAC/M4A, MP4/MOV, WebM/MKV, WMA, AMR, AC-3, the audio track of a video
+  file (the first audio stream, or ``stream=K``). Both decoders feed the same code below (blocks, downmix,
+  budget, checks). Integer PCM becomes float32 in [-1, 1].
+* A source is a path, ``bytes`` (an upload held in memory) or a binary file-like object (seekable or
+  not: a non-seekable one is read into memory first).
+* What is not audio says so: an ``AudioLoadError`` whose ``kind`` is ``"not audio"`` (no decoder
+  recognises the content), ``"no audio stream"`` (a video without sound) or ``"unsupported codec"``, with
+  the message starting with that kind, so ``errors.csv`` rows can be counted by it (:func:`is_not_audio`).
 * In-memory audio (a numpy array or a torch tensor) is **channels first**: ``(samples,)`` or
   ``(channels, samples)``, the torch/torchaudio layout. (``soundfile.read`` returns ``(samples, channels)``;
   transpose it first.) Integer arrays are scaled to [-1, 1] by their type's range.
@@ -35,6 +44,7 @@ truncated.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -42,7 +52,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -59,11 +69,13 @@ __all__ = [
     "AudioFileNotFoundError",
     "AudioInfo",
     "AudioLoadError",
+    "AudioSource",
     "AudioTooLargeError",
     "DecodeBudget",
     "audio_info",
     "budget_frames",
     "check_decode_budget",
+    "is_not_audio",
     "iter_audio_blocks",
     "load_audio",
     "supported_formats",
@@ -74,16 +86,32 @@ RESAMPLE_QUALITY = "HQ"
 
 _ARRAY_NAME = "<array input>"
 
+# An encoded audio source: a path, the file's bytes, or a binary file-like object.
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+
+NOT_AUDIO_KINDS = ("not audio", "no audio stream")
+"""``AudioLoadError.kind`` values of inputs that are not audio at all (counted apart from failures)."""
+
 
 class AudioLoadError(ValueError):
     """Audio could not be loaded, or was loaded but is unusable (empty, silent, NaN).
 
-    ``path`` is the offending file, or ``None`` for in-memory input.
+    ``path`` is the offending file, or ``None`` for in-memory input. ``kind`` is ``"not audio"``,
+    ``"no audio stream"`` or ``"unsupported codec"`` for those cases (the message then starts with it),
+    else ``None``.
     """
 
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, message: str, path: str | os.PathLike[str] | None = None, kind: str | None = None
+    ) -> None:
         super().__init__(message)
         self.path = None if path is None else str(path)
+        self.kind = kind
+
+
+def is_not_audio(reason: str) -> bool:
+    """Whether a failure message (an ``errors.csv`` reason) says the input is not audio at all."""
+    return reason.startswith(tuple(f"{kind}:" for kind in NOT_AUDIO_KINDS))
 
 
 class AudioFileNotFoundError(AudioLoadError, FileNotFoundError):
@@ -182,13 +210,6 @@ def supported_formats() -> list[str]:
     return sorted(sf.available_formats())
 
 
-def _formats_hint() -> str:
-    return (
-        f"supported formats: {', '.join(supported_formats())}; "
-        "re-encode the file, e.g. `ffmpeg -i INPUT OUTPUT.flac`"
-    )
-
-
 def _check_path(path: str | os.PathLike[str]) -> Path:
     """Existence, type and size checks that give clearer messages than libsndfile's."""
     p = Path(path)
@@ -205,38 +226,97 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _open(path: Path) -> sf.SoundFile:
+@dataclass(frozen=True)
+class _Source:
+    """An encoded source ready for the decoders: what they open, how messages name it, ``.path``."""
+
+    handle: Path | IO[bytes]
+    name: str  # e.g. "audio file '/x/a.m4a'" or "<bytes input>"
+    path: str | None  # AudioLoadError.path: the file, or None for in-memory input
+
+
+def _is_encoded(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(source, "read")
+
+
+def _source(source: AudioSource) -> _Source:
+    """Check a path (exists, a file, not empty) or wrap bytes / a file-like object."""
+    if isinstance(source, (str, os.PathLike)):
+        p = _check_path(source)
+        return _Source(p, f"audio file '{p}'", str(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioLoadError("<bytes input> is empty (0 bytes); send the audio file's contents")
+        return _Source(io.BytesIO(bytes(source)), "<bytes input>", None)
+    if hasattr(source, "read"):
+        label = getattr(source, "name", None)
+        name = f"file object '{label}'" if isinstance(label, str) else "<file object>"
+        seekable = getattr(source, "seekable", None)
+        if not (callable(seekable) and seekable()):  # both decoders seek (MP4 keeps its index at the end)
+            source = io.BytesIO(source.read())
+        return _Source(source, name, None)
+    raise TypeError(
+        "source must be a path (str or os.PathLike), bytes or a binary file-like object, "
+        f"got {type(source).__name__}"
+    )
+
+
+def _open(src: _Source, stream: int | None = None) -> Any:
+    """libsndfile first (faster where it reads the format), then FFmpeg: a ``SoundFile`` or ``FFmpegFile``.
+
+    ``stream`` > 0 (an audio stream after the first) goes to FFmpeg directly: libsndfile's formats hold
+    one stream.
+    """
+    from openclap.audio.ffmpeg import FFmpegFile, FFmpegUnavailableError
+
+    if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or stream < 0):
+        raise ValueError(f"stream must be an audio stream's position (0, 1, ...), got {stream!r}")
+    tried = ""
+    if not stream:
+        start = None if isinstance(src.handle, Path) else src.handle.tell()
+        try:
+            f = sf.SoundFile(str(src.handle) if start is None else src.handle)
+            if f.seekable():
+                # libsndfile 1.2 places an Ogg Opus stream that starts at a later granule position (a
+                # cut live stream) right only after a seek: without one its samples are misaligned.
+                f.seek(0)
+            return f
+        except sf.LibsndfileError as exc:
+            tried = f"libsndfile: {exc.error_string}"
+        except (RuntimeError, TypeError) as exc:  # older soundfile versions raise RuntimeError
+            tried = f"libsndfile: {exc}"
+        if start is not None:
+            src.handle.seek(start)
     try:
-        return sf.SoundFile(str(path))
-    except sf.LibsndfileError as exc:
-        raise AudioLoadError(
-            f"cannot decode '{path}': the format is not recognised or the file is corrupt "
-            f"(libsndfile: {exc.error_string}); {_formats_hint()}",
-            path,
-        ) from exc
-    except (RuntimeError, TypeError) as exc:  # older soundfile versions raise RuntimeError
-        raise AudioLoadError(f"cannot decode '{path}': {exc}; {_formats_hint()}", path) from exc
+        return FFmpegFile(src.handle, src.name, stream or 0, tried=tried)
+    except FFmpegUnavailableError as exc:
+        raise AudioLoadError(f"cannot decode {src.name}: {tried}; {exc}", src.path) from exc
 
 
-def _read_error(path: Path, exc: Exception) -> AudioLoadError:
+def _read_error(name: str, path: str | None, exc: Exception) -> AudioLoadError:
     return AudioLoadError(
-        f"'{path}' is corrupt or truncated: decoding failed part-way ({exc}); "
+        f"{name} is corrupt or truncated: decoding failed part-way ({exc}); "
         "re-export or re-download the file",
         path,
     )
 
 
-def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
-    """Read a file's header (no decoding) and return its :class:`AudioInfo`.
+def _truncated(f: Any, decoded: int) -> bool:
+    """Whether ``decoded`` frames fall short of the header (exactly for libsndfile; see ffmpeg.py)."""
+    return f.short_read(decoded) if hasattr(f, "short_read") else decoded < int(f.frames)
+
+
+def audio_info(source: AudioSource, *, stream: int | None = None) -> AudioInfo:
+    """Read a file's header (FFmpeg: and its first audio frame) and return its :class:`AudioInfo`.
 
     Raises :class:`AudioFileNotFoundError` or :class:`AudioLoadError` like :func:`load_audio`.
     """
-    p = _check_path(path)
-    with _open(p) as f:
+    with _open(_source(source), stream) as f:
         return _header(f)
 
 
-def _header(f: sf.SoundFile) -> AudioInfo:
+def _header(f: Any) -> AudioInfo:
+    """What an open ``SoundFile`` or ``FFmpegFile`` says about its audio (FFmpeg: ``frames`` estimated)."""
     rate, frames = int(f.samplerate), int(f.frames)
     return AudioInfo(
         sample_rate=rate,
@@ -336,14 +416,14 @@ def _check_rate(value: Any, what: str) -> int:
 _BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) per read: ~4 MB of float32
 
 
-def _decode_file(path: Path, budget: DecodeBudget) -> tuple[np.ndarray, int]:
+def _decode_file(src: _Source, budget: DecodeBudget, stream: int | None = None) -> tuple[np.ndarray, int]:
     """Whole file -> (mono float32, rate), within ``budget``, checking for truncation.
 
     Decodes block by block into one mono array, so peak memory is the mono signal plus one block
     whatever the channel count; a header that understates the length cannot push it past the budget.
     """
-    name = f"audio file '{path}'"
-    with _open(path) as f:
+    name, path = src.name, src.path
+    with _open(src, stream) as f:
         info = _header(f)
         check_decode_budget(info, budget, name, path)
         rate, expected, channels = info.sample_rate, info.frames, info.channels
@@ -359,7 +439,7 @@ def _decode_file(path: Path, budget: DecodeBudget) -> tuple[np.ndarray, int]:
             try:
                 data = f.read(out=buf)  # (frames, channels), a view of buf
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise _read_error(path, exc) from exc
+                raise _read_error(name, path, exc) from exc
             n = len(data)
             if n == 0:
                 break
@@ -378,37 +458,40 @@ def _decode_file(path: Path, budget: DecodeBudget) -> tuple[np.ndarray, int]:
             decoded += n
             if n < len(buf):
                 break
-    if known and 0 < decoded < expected:
-        raise AudioLoadError(
-            f"'{path}' is truncated: its header announces {expected} frames but only {decoded} "
-            "could be decoded; re-export or re-download the file",
-            path,
-        )
+        if known and 0 < decoded and _truncated(f, decoded):
+            raise AudioLoadError(
+                f"{name} is truncated: its header announces {expected} frames but only {decoded} "
+                "could be decoded; re-export or re-download the file",
+                path,
+            )
     if extra:
         mono = np.concatenate([mono, *extra])
     return mono[:decoded], rate
 
 
 def load_audio(
-    source: str | os.PathLike[str] | np.ndarray | torch.Tensor,
+    source: AudioSource | np.ndarray | torch.Tensor,
     sample_rate: int,
     *,
     source_rate: int | None = None,
     allow_silent: bool = False,
+    stream: int | None = None,
     budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
 ) -> np.ndarray:
     """Load audio as a mono float32 waveform at ``sample_rate``.
 
     Args:
-        source: a file path (any format :func:`supported_formats` lists), or samples as a numpy array or
-            torch tensor shaped ``(samples,)`` or ``(channels, samples)`` (channels first); integer
-            samples are scaled to [-1, 1].
+        source: an encoded file as a path, ``bytes`` or a binary file-like object (any format libsndfile
+            or FFmpeg decodes, including a video's audio track), or samples as a numpy array or torch
+            tensor shaped ``(samples,)`` or ``(channels, samples)`` (channels first); integer samples are
+            scaled to [-1, 1].
         sample_rate: output rate in Hz.
         source_rate: rate of in-memory ``source`` in Hz; required for arrays, and a ``ValueError`` for
             files (their header gives the rate).
         allow_silent: accept all-zero audio instead of raising.
+        stream: which audio stream of a file with several (0: the first, the default).
         budget: what a file's header may announce (frames x channels, duration, sample rate); checked
-            before decoding. Default :data:`DEFAULT_DECODE_BUDGET`.
+            before decoding, and the decode stops at it. Default :data:`DEFAULT_DECODE_BUDGET`.
 
     Returns:
         ``(samples,)`` float32, C-contiguous, channels averaged, resampled with soxr ``"HQ"``.
@@ -423,16 +506,7 @@ def load_audio(
         ValueError: bad ``sample_rate``/``source_rate`` arguments.
     """
     sample_rate = _check_rate(sample_rate, "sample_rate")
-    if isinstance(source, (str, os.PathLike)):
-        if source_rate is not None:
-            raise ValueError(
-                f"source_rate={source_rate} was given for the file '{source}'; a file's rate comes from "
-                "its header, so pass source_rate only with array input"
-            )
-        path = _check_path(source)
-        mono, rate = _decode_file(path, budget)
-        name, where = f"audio file '{path}'", source
-    elif isinstance(source, np.ndarray) or _is_tensor(source):
+    if isinstance(source, np.ndarray) or _is_tensor(source):
         if source_rate is None:
             raise ValueError(
                 "source_rate is required for array/tensor input: pass the rate the samples were "
@@ -442,21 +516,26 @@ def load_audio(
         mono = _downmix_channels_first(_to_float_array(source))
         name, where = _ARRAY_NAME, None
     else:
-        raise TypeError(
-            f"source must be a path (str or os.PathLike), a numpy array or a torch tensor, "
-            f"got {type(source).__name__}"
-        )
+        if source_rate is not None and _is_encoded(source):
+            raise ValueError(
+                f"source_rate={source_rate} was given for the file '{source}'; a file's rate comes from "
+                "its header, so pass source_rate only with array input"
+            )
+        src = _source(source)  # TypeError for anything else
+        mono, rate = _decode_file(src, budget, stream)
+        name, where = src.name, src.path
     _validate_mono(mono, name, where, allow_silent)
     out = _resample(mono, rate, sample_rate)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def iter_audio_blocks(
-    path: str | os.PathLike[str],
+    path: AudioSource,
     sample_rate: int,
     block_seconds: float,
     *,
     allow_silent: bool = False,
+    stream: int | None = None,
     budget: DecodeBudget = _STREAM_BUDGET,
 ) -> Iterator[np.ndarray]:
     """Decode a long file block by block: mono float32 blocks at ``sample_rate``.
@@ -482,15 +561,16 @@ def iter_audio_blocks(
     out_block = round(block_seconds * sample_rate)
     if out_block < 1:
         raise ValueError(f"block_seconds={block_seconds} gives no samples at {sample_rate} Hz")
-    p = _check_path(path)
-    name = f"audio file '{p}'"
-    with _open(p) as f:
+    src = _source(path)
+    name, p = src.name, src.path
+    with _open(src, stream) as f:
         check_decode_budget(_header(f), budget, name, p)
         rate, expected = int(f.samplerate), int(f.frames)
-        if expected == 0:
+        exact = isinstance(f, sf.SoundFile)  # FFmpeg's frame count is the container's, not exact
+        if exact and expected == 0:
             raise AudioLoadError(f"{name} contains no audio (0 frames); re-export it", p)
         in_block = max(1, round(block_seconds * rate))
-        stream = (
+        resampler = (
             None
             if rate == sample_rate
             else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
@@ -503,8 +583,8 @@ def iter_audio_blocks(
             try:
                 data = f.read(in_block, dtype="float32", always_2d=True)  # (frames, channels)
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise _read_error(p, exc) from exc
-            last = len(data) < in_block or decoded + len(data) >= expected
+                raise _read_error(name, p, exc) from exc
+            last = len(data) < in_block or (exact and decoded + len(data) >= expected)
             if len(data):
                 mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64)
                 mono = np.ascontiguousarray(mono, dtype=np.float32)
@@ -514,7 +594,7 @@ def iter_audio_blocks(
                 decoded += len(mono)
             else:
                 mono = np.zeros(0, dtype=np.float32)
-            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            out = mono if resampler is None else resampler.resample_chunk(mono, last=last)
             if len(out):
                 pending.append(out)
                 n_pending += len(out)
@@ -525,12 +605,12 @@ def iter_audio_blocks(
                 pending, n_pending = ([rest] if len(rest) else []), len(rest)
             if last:
                 break
-    if decoded < expected:
-        raise AudioLoadError(
-            f"'{p}' is truncated: its header announces {expected} frames but only {decoded} "
-            "could be decoded; re-export or re-download the file",
-            p,
-        )
+        if _truncated(f, decoded):
+            raise AudioLoadError(
+                f"{name} is truncated: its header announces {expected} frames but only {decoded} "
+                "could be decoded; re-export or re-download the file",
+                p,
+            )
     if not allow_silent and peak == 0.0:
         raise AudioLoadError(
             f"{name} is silent (every sample is 0); check the recording or export, "

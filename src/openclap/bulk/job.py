@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from openclap.audio.io import is_not_audio
 from openclap.bulk.reader import Piece, WindowPlan, iter_decoded
 from openclap.bulk.store import ChunkStore, Row, file_key
 
@@ -64,12 +65,27 @@ class EmbedReport:
     total: int = 0  # files in this shard
     skipped: int = 0  # already embedded by an earlier run
     embedded: int = 0
-    failed: int = 0
+    failed: int = 0  # audio that could not be embedded (corrupt, truncated, silent, ...)
+    not_audio: int = 0  # files that are not audio ("not audio", "no audio stream")
     rows: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of this run's failures
     # (path, reason) of this shard's files that an earlier run recorded as failed (skipped now, still failed)
     earlier_errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The counting line the commands end with: ``embedded N, failed M, not audio K``."""
+        done = f" (already embedded {self.skipped})" if self.skipped else ""
+        return f"embedded {self.embedded}{done}, failed {self.failed}, not audio {self.not_audio}"
+
+
+def count_failure(report: EmbedReport, path: str, reason: str) -> None:
+    """Add a file that gave no embedding to ``report``: as "not audio" or as failed, by its reason."""
+    if is_not_audio(reason):
+        report.not_audio += 1
+    else:
+        report.failed += 1
+    report.errors.append((path, reason))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -115,12 +131,15 @@ def read_manifest_paths(manifest: str | os.PathLike) -> list[str]:
     return [str((base / p).resolve()) if not os.path.isabs(p) else p for p in paths]
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()
+) -> list[str]:
     """Files, folders (recursive) and manifests -> unique absolute paths, in the order given.
 
-    A folder contributes its audio files sorted; a path named twice keeps its first place. The order is
-    the caller's (not a sort of the absolute paths), so ``embed_to_arrays`` rows follow the inputs on
-    every machine, wherever the files live.
+    A folder contributes every file it holds, sorted (the decoders decide what is audio, and report
+    what is not: ``find_audio_files``), except those under ``exclude``; a path named twice keeps its
+    first place. The order is the caller's (not a sort of the absolute paths), so ``embed_to_arrays``
+    rows follow the inputs on every machine, wherever the files live.
     """
     from openclap.pipeline import find_audio_files
 
@@ -130,7 +149,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
         if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
             out.extend(read_manifest_paths(p))
         elif p.is_dir():
-            out.extend(str(f.resolve()) for f in find_audio_files([p]))
+            out.extend(str(f.resolve()) for f in find_audio_files([p], exclude))
         else:
             out.append(str(p.resolve()) if p.exists() else str(p.absolute()))
     return list(dict.fromkeys(out))
@@ -334,7 +353,7 @@ def run_embed_job(
     store = ChunkStore(out_dir)
     store.check_job(job_identity(pipeline, options, model_name, checkpoint))
     store.clean_partial()
-    paths = [p for p in collect_inputs(inputs) if in_shard(p, options.shard)]
+    paths = [p for p in collect_inputs(inputs, exclude=[out_dir]) if in_shard(p, options.shard)]
     done = store.done()
     report = EmbedReport(total=len(paths))
     todo: list[int] = []
@@ -371,8 +390,7 @@ def run_embed_job(
             vecs.append(result.vectors)
         files_in_chunk += 1
         if result.rows[0].status == "error":
-            report.failed += 1
-            report.errors.append((result.rows[0].path, result.rows[0].reason))
+            count_failure(report, result.rows[0].path, result.rows[0].reason)
             logger.warning("%s", result.rows[0].reason)
         else:
             report.embedded += 1

@@ -30,13 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Classify every input; failed inputs are reported on stderr and make the exit code 1."""
     import openclap
+    from openclap.audio.io import is_not_audio
     from openclap.pipeline import find_audio_files
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     files = find_audio_files(args.inputs)
     if not files:
-        raise UsageError(f"no audio files found in {args.inputs}")
+        raise UsageError(f"no files found in {args.inputs}")
     model = openclap.load(
         args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
         dtype=args.dtype, compile=args.compile,
@@ -50,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         on_error="skip",
     )
-    failed = 0
+    failed = not_audio = 0
     for r in results:
         if r.error is not None:
-            failed += 1
-            print(f"openclap classify: failed: {r.error}", file=sys.stderr)
+            skip = is_not_audio(r.error)
+            not_audio, failed = not_audio + skip, failed + (not skip)
+            print(f"openclap classify: {'skipped' if skip else 'failed'}: {r.error}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"path": r.source, "error": r.error}))
             continue
@@ -63,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             best = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores))
             print(f"{r.source}\t{best}")
-    if failed:
-        print(f"openclap classify: {failed} of {len(results)} input(s) failed", file=sys.stderr)
-        return EXIT_FAILED_INPUTS
-    return EXIT_OK
+    done = len(results) - failed - not_audio
+    print(f"openclap classify: classified {done}, failed {failed}, not audio {not_audio}", file=sys.stderr)
+    return EXIT_FAILED_INPUTS if failed or not done else EXIT_OK

@@ -71,6 +71,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def print_failures(command: str, report) -> None:
+    """One stderr line per file of an ``EmbedReport``'s errors: "skipped: not audio: ..." or "failed: ..."."""
+    from openclap.audio.io import is_not_audio
+
+    for _, reason in report.errors:
+        print(f"openclap {command}: {'skipped' if is_not_audio(reason) else 'failed'}: {reason}", file=sys.stderr)
+
+
+def exit_code(report) -> int:
+    """1 when some audio failed (in this run, or in an earlier one whose output this is), or when
+    nothing was embedded (now or before); else 0.
+
+    Files that are not audio alone do not fail a run (a folder may hold notes and pictures beside its
+    recordings): they are reported on stderr, in the summary line and in ``errors.csv``.
+    """
+    from openclap.audio.io import is_not_audio
+
+    failed_earlier = any(not is_not_audio(reason) for _, reason in report.earlier_errors)
+    ok = report.embedded + report.skipped - len(report.earlier_errors)
+    return EXIT_FAILED_INPUTS if report.failed or failed_earlier or ok <= 0 else EXIT_OK
+
+
 def model_reference(model: str) -> str:
     """How a job records its model: a preset name, or a model directory as an absolute path."""
     from pathlib import Path
@@ -80,8 +102,11 @@ def model_reference(model: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the bulk job (or a merge); exit 1 when some files failed."""
+    from openclap.audio.io import is_not_audio
     from openclap.bulk import (
         EmbedOptions,
+        EmbedReport,
+        count_failure,
         embed_to_arrays,
         merge_outputs,
         parse_shard,
@@ -130,16 +155,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out.endswith(".npz"):
         vectors, rows = embed_to_arrays(pipeline, args.inputs, options)
         if not rows:
-            raise UsageError(f"no audio files found in {args.inputs}")
+            raise UsageError(f"no files found in {args.inputs}")
         save_npz(args.out, vectors, rows)
-        failed = [r for r in rows if r.status != "ok"]
-        for r in failed:
-            print(f"openclap embed: failed: {r.reason}", file=sys.stderr)
-        print(
-            f"embedded {len({r.path for r in rows}) - len(failed)} file(s) ({len(vectors)} row(s)), "
-            f"failed {len(failed)} -> {args.out}"
-        )
-        return EXIT_FAILED_INPUTS if failed else EXIT_OK
+        report = EmbedReport(embedded=len({r.path for r in rows if r.status == "ok"}), rows=len(vectors))
+        for r in rows:
+            if r.status != "ok":
+                count_failure(report, r.path, r.reason)
+        print_failures("embed", report)
+        print(f"{report.summary()} ({report.rows} row(s)) -> {args.out}")
+        return exit_code(report)
     report = run_embed_job(
         pipeline,
         args.inputs,
@@ -149,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=model_reference(args.checkpoint) if args.checkpoint else None,
     )
     if report.total == 0:
-        raise UsageError(f"no audio files found in {args.inputs} (shard {args.shard})")
-    for path, reason in report.errors:
-        print(f"openclap embed: failed: {reason}", file=sys.stderr)
+        raise UsageError(f"no files found in {args.inputs} (shard {args.shard})")
+    print_failures("embed", report)
     for path, reason in report.earlier_errors:
-        print(f"openclap embed: failed (in an earlier run, skipped now): {reason}", file=sys.stderr)
+        what = "skipped" if is_not_audio(reason) else "failed"
+        print(f"openclap embed: {what} (in an earlier run, skipped now): {reason}", file=sys.stderr)
     rate = report.embedded / report.seconds if report.seconds > 0 else 0.0
     print(
         json.dumps(
@@ -163,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 "embedded": report.embedded,
                 "skipped": report.skipped,
                 "failed": report.failed,
+                "not_audio": report.not_audio,
                 "failed_earlier": len(report.earlier_errors),
                 "rows": report.rows,
                 "seconds": round(report.seconds, 2),
@@ -170,5 +195,5 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     )
-    # The output is what the user gets: any failed file in it is a failure, whichever run recorded it.
-    return EXIT_FAILED_INPUTS if report.failed or report.earlier_errors else EXIT_OK
+    print(f"openclap embed: {report.summary()}", file=sys.stderr)  # the last line a terminal shows
+    return exit_code(report)

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=model_reference(args.checkpoint) if args.checkpoint else None,
         )
         if report.total == 0:
-            raise UsageError(f"no audio files found in {args.sources}")
+            raise UsageError(f"no files found in {args.sources}")
     else:
         index = SearchIndex.load(args.index)
         pipeline = load_pipeline_for(index, args.model, args.checkpoint, args.tokenizer, args.device)
@@ -170,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
         )
         index, report, added = add_files(args.index, pipeline, args.sources, options)
         print(f"added {added} row(s) to {args.index}", file=sys.stderr)
-    for path, reason in report.errors:
-        print(f"openclap index: failed: {reason}", file=sys.stderr)
+    from openclap.commands.embed import print_failures
+
+    print_failures("index", report)
     print(
         json.dumps(
             {
@@ -182,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
                 "embedded": report.embedded,
                 "skipped": report.skipped,
                 "failed": report.failed,
+                "not_audio": report.not_audio,
             }
         )
     )
+    print(f"openclap index: {report.summary()}", file=sys.stderr)
     return EXIT_FAILED_INPUTS if report.failed else EXIT_OK
