@@ -158,6 +158,26 @@ def test_embed_audio_and_classify(client, pipe, corpus):
     assert r.status_code == 422 and "template" in r.json()["detail"]
 
 
+def test_uploaded_m4a_and_video_go_through_ffmpeg(client, pipe, tmp_path):
+    from openclap.audio.ffmpeg import encode_file
+
+    wave, rate = sf.read(DEMO / "4-183992-A-dog.flac", dtype="int16")
+    encode_file(tmp_path / "dog.m4a", wave[None], rate, "aac", "ipod")
+    r = client.post("/embed/audio", files={"file": ("dog.m4a", (tmp_path / "dog.m4a").read_bytes())})
+    assert r.status_code == 200, r.text
+    ref = pipe.embed_audio([tmp_path / "dog.m4a"])[0]
+    assert float(np.dot(r.json()["embedding"], ref)) > 0.99999
+    encode_file(tmp_path / "mute.mp4", None, rate, "", "mp4", video="mpeg4")
+    r = client.post("/embed/audio", files={"file": ("mute.mp4", (tmp_path / "mute.mp4").read_bytes())})
+    assert r.status_code == 422 and "no audio stream" in r.text
+    # the decode budget holds for FFmpeg's formats too: 40 s of low-rate AAC is small but over 30 s
+    long = np.tile(wave, 8)[None]
+    encode_file(tmp_path / "long.m4a", long, rate, "aac", "ipod", bit_rate=24_000)
+    assert (tmp_path / "long.m4a").stat().st_size < 400_000
+    r = client.post("/embed/audio", files={"file": ("long.m4a", (tmp_path / "long.m4a").read_bytes())})
+    assert r.status_code == 413, r.text
+
+
 def test_upload_limits_and_corrupt_audio(client, server):
     big = os.urandom(500_000)
     r = client.post("/embed/audio", files={"file": ("big.wav", big)})

@@ -274,15 +274,20 @@ async def read_upload(state: ServiceState, file: UploadFile) -> np.ndarray:
         if size == 0:
             raise HTTPException(422, f"upload {name!r} is empty; send the audio file in the 'file' form field")
         try:
-            wave = await run_in_threadpool(
-                load_audio, tmp, state.pipeline.sample_rate, budget=state.settings.decode_budget
-            )
+            wave = await run_in_threadpool(decode_upload, tmp, state)
         except AudioLoadError as exc:
             status = 413 if isinstance(exc, AudioTooLargeError) else 422
             raise HTTPException(status, f"upload {name!r}: {str(exc).replace(tmp, name)}") from None
         return wave
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def decode_upload(tmp: str, state: ServiceState) -> np.ndarray:
+    """Decode a saved upload as a file object, not a path: FFmpeg (which reads M4A, WebM, video tracks)
+    then sees no file name, so it cannot follow what a playlist names beside the upload."""
+    with open(tmp, "rb") as data:
+        return load_audio(data, state.pipeline.sample_rate, budget=state.settings.decode_budget)
 
 
 def sign_audio(token: str, row: int, expires: int) -> str:
