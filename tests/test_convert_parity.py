@@ -3,7 +3,8 @@
 Slow and opt-in (`pytest -m slow tests/test_convert_parity.py`): runs scripts/parity/parity.sh, which needs
 the side venv built by scripts/parity/setup_sidevenv.sh (skipped when it is missing). Each family builds a
 full-size random model with the reference classes, saves it in the official checkpoint format, and checks
-openclap's embeddings of real clips and texts from that file: min cosine >= 0.99999, max abs diff <= 1e-4.
+openclap's embeddings of real clips (tests/data) and texts from that file: min cosine >= 0.99999, max abs
+diff <= 1e-4. The default suite compares against fixtures this code wrote (tests/test_parity_fixtures.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SIDE_VENV = Path(os.environ.get("SIDE_VENV", REPO / ".sidevenv"))
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["msclap-2023", "msclap-2022", "laion", "laion-fusion"])
-def test_reference_parity(family: str, tmp_path: Path, shared_data: Path) -> None:
+def test_reference_parity(family: str, tmp_path: Path) -> None:
     if not (SIDE_VENV / "bin" / "python").is_file():
         pytest.skip(f"side venv {SIDE_VENV} missing: run scripts/parity/setup_sidevenv.sh")
     env = {**os.environ, "PARITY_WORK": str(tmp_path), "SIDE_VENV": str(SIDE_VENV)}

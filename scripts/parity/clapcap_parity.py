@@ -43,14 +43,18 @@ CLIPS = [
 
 
 # ------------------------------------------------------------------------------------------ reference
-def reference(out_dir: Path, files: list[str], steps: int, beam: int, init_std: float, seed: int) -> None:
+def reference(
+    out_dir: Path, files: list[str], steps: int, beam: int, init_std: float, seed: int, fill_seed: int | None
+) -> None:
     """Runs in the side venv: msclap's ClapCaptionModel and generate_caption."""
     import re
     import types
 
+    sys.path.insert(0, str(Path(__file__).parent))
     import numpy as np
     import soundfile as sf
     import torch
+    from fixture_state import describe_state, seeded_fill, state_sha256
     from msclap.CLAPWrapper import CLAPWrapper
     from msclap.models import mapper
     from msclap.models.clap import AudioEncoder
@@ -65,7 +69,9 @@ def reference(out_dir: Path, files: list[str], steps: int, beam: int, init_std: 
     model = mapper.ClapCaptionModel(
         types.SimpleNamespace(audio_encoder=audio), "gpt2", 40, 40, 1024, 8, True, "transformer", True, True
     ).eval()
-    torch.save({"model": model.state_dict()}, out_dir / "clapcap_random.pth")
+    entries = seeded_fill(model, fill_seed) if fill_seed is not None else None  # regenerable (fixtures)
+    state = model.state_dict()
+    torch.save({"model": state}, out_dir / "clapcap_random.pth")
 
     tok = GPT2TokenizerFast(
         vocab_file=str(GPT2_FILES / "vocab.json"), merges_file=str(GPT2_FILES / "merges.txt")
@@ -116,10 +122,67 @@ def reference(out_dir: Path, files: list[str], steps: int, beam: int, init_std: 
                 0, 39:
             ]  # predicts each generated token
     torch.save(tensors, out_dir / "reference_tensors.pt")
+    if entries is not None:
+        recipe, constants = describe_state(state, model, entries)
+        results["state"] = {"seed": fill_seed, "wrapper": {"model": None}, "sha256": state_sha256(state), **recipe}
+        np.savez_compressed(out_dir / "state_constants.npz", **constants)
     (out_dir / "reference.json").write_text(json.dumps(results, indent=1))
 
 
 # ------------------------------------------------------------------------------------------- openclap
+def write_inputs(out: Path, n: int) -> list[str]:
+    """The first ``n`` demo clips as 44.1 kHz float WAV files of just under 7 s (msclap repeat-pads them)."""
+    import soundfile as sf
+
+    from openclap.audio.io import load_audio
+
+    files = []
+    for name in CLIPS[:n]:
+        wave = load_audio(DEMO / name, 44100)[: 7 * 44100 - 1]
+        path = out / (Path(name).stem + ".wav")
+        sf.write(path, wave, 44100, subtype="FLOAT")
+        files.append(str(path))
+    return files
+
+
+def fixture_columns(seed: int = 0, n: int = 512, vocab: int = 50257) -> list[int]:
+    """The fixed vocabulary columns whose logits a fixture stores (besides each step's top 16)."""
+    import numpy as np
+
+    return sorted(np.random.default_rng(seed).choice(vocab, n, replace=False).tolist())
+
+
+def write_fixture(out_dir: Path, files: list[str], steps: int, beam: int, dest: Path) -> None:
+    """The committed clapcap fixture: state recipe and hash, decoded ids, embeddings, prefixes, logit samples."""
+    import numpy as np
+    import torch
+
+    ref = json.loads((out_dir / "reference.json").read_text())
+    ref_t = torch.load(out_dir / "reference_tensors.pt", weights_only=True)
+    constants = np.load(out_dir / "state_constants.npz")
+    columns = fixture_columns()
+    arrays = {k: constants[k] for k in constants.files}
+    arrays["ref/audio_embeds"] = ref_t["audio_embeds"].numpy()
+    arrays["ref/prefix"] = ref_t["prefix"].numpy()
+    for i in range(len(files)):
+        logits = ref_t[f"logits_{i}"]
+        top = logits.topk(16, dim=-1).indices
+        arrays[f"ref/top_ids_{i}"] = top.numpy()
+        arrays[f"ref/top_logits_{i}"] = logits.gather(1, top).numpy()
+        arrays[f"ref/column_logits_{i}"] = logits[:, columns].numpy()
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "family": "clapcap", "preset": "clapcap-2023", "checkpoint": "clapcap_random.pth", "state": ref["state"],
+        "inputs": {"demo_clips": [Path(f).stem for f in files], "how": "write_inputs in clapcap_parity.py"},
+        "steps": steps, "beam": beam, "columns_seed": 0,
+        "greedy": ref["greedy"], "beam_ids": ref["beam"], "greedy_text": ref["greedy_text"],
+        "beam_text": ref["beam_text"], "made_with": "scripts/parity/clapcap_parity.py --fixture (msclap 1.3.4)",
+    }  # fmt: skip
+    (dest / "clapcap.json").write_text(json.dumps(meta) + "\n")
+    np.savez_compressed(dest / "clapcap.npz", **arrays)
+    print(f"clapcap fixture -> {dest}/clapcap.{{json,npz}}")
+
+
 def compare(out_dir: Path, files: list[str], steps: int, beam: int, atol: float) -> int:
     import torch
 
@@ -206,31 +269,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--out", default=None, help="working directory (default: a temporary one)")
+    parser.add_argument("--fill-seed", type=int, default=None,
+                        help="refill every weight from this seed (fixture_state.seeded_fill): regenerable weights")
+    parser.add_argument("--fixture", type=Path, default=None,
+                        help="write the committed fixture into this folder (needs --fill-seed; tests/data/parity)")
     parser.add_argument("--reference", default=None, help=argparse.SUPPRESS)  # internal: run the msclap side
     parser.add_argument("--files", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference:
-        reference(Path(args.reference), args.files, args.steps, args.beam, args.init_std, args.seed)
+        reference(Path(args.reference), args.files, args.steps, args.beam, args.init_std, args.seed,
+                  args.fill_seed)
         return 0
+    if args.fixture is not None and args.fill_seed is None:
+        parser.error("--fixture needs --fill-seed (the fixture's weights must be regenerable)")
     if not Path(args.side_python).is_file():
         print(
             f"side venv python {args.side_python} not found: run scripts/parity/setup_sidevenv.sh",
             file=sys.stderr,
         )
         return 2
-    import soundfile as sf
-
-    from openclap.audio.io import load_audio
-
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
-        files = []
-        for name in CLIPS[: args.clips]:
-            wave = load_audio(DEMO / name, 44100)[: 7 * 44100 - 1]
-            path = out / (Path(name).stem + ".wav")
-            sf.write(path, wave, 44100, subtype="FLOAT")
-            files.append(str(path))
+        files = write_inputs(out, args.clips)
         cmd = [
             args.side_python,
             __file__,
@@ -244,11 +305,15 @@ def main(argv: list[str] | None = None) -> int:
             str(args.init_std),
             "--seed",
             str(args.seed),
+            *(["--fill-seed", str(args.fill_seed)] if args.fill_seed is not None else []),
             "--files",
             *files,
         ]
         subprocess.run(cmd, check=True)
-        return compare(out, files, args.steps, args.beam, args.atol)
+        status = compare(out, files, args.steps, args.beam, args.atol)
+        if status == 0 and args.fixture is not None:
+            write_fixture(out, files, args.steps, args.beam, args.fixture)
+        return status
 
 
 if __name__ == "__main__":

@@ -3,19 +3,24 @@
     python openclap_side.py prepare FAMILY --out WORKDIR   # clips.npz, texts.json, tokenizer/ for FAMILY
     python openclap_side.py check FAMILY --out WORKDIR     # load the reference checkpoint, compare
 
-``prepare`` builds real test inputs: mono clips from ../shared/data (ESC-10 recordings, FluidR3 instrument
-notes, FSDD digits), decoded and resampled by openclap's loader to the family's rate and concatenated /
+``prepare`` builds real test inputs: mono clips from the committed test corpus tests/data (ESC-10
+recordings, FluidR3 instrument notes, FSDD digits), decoded and resampled by openclap's loader to the family's rate and concatenated /
 looped to exactly the family's clip length (so no reference crops or pads), a few texts, and the tokenizer
 files both sides read (GPT-2: the bundled BPE; BERT / RoBERTa: small files in the same formats, since the
 real vocabularies are not available offline).
 
 ``check`` loads the checkpoint the reference wrote with ``openclap.load(preset, checkpoint=...)`` and prints
 min cosine / max abs difference of the L2-normalised audio and text embeddings; exit 1 beyond tolerance.
+
+``fixture`` (after ``check``) writes the committed fixture ``tests/data/parity/FAMILY.{json,npz}``: the seed
+and recipe that regenerate the reference checkpoint's state dict, its SHA-256, a description and hash of the
+inputs, and the reference embeddings and token ids (see tests/test_parity_fixtures.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import string
 import sys
@@ -25,7 +30,8 @@ import numpy as np
 
 MIN_COS, MAX_ABS = 0.99999, 1e-4
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "tests" / "data"  # the committed test corpus: the inputs exist on any clone
+FIXTURES = DATA / "parity"
 
 FAMILIES = {  # family -> (openclap preset, sample rate, seconds, tokenizer kind)
     "msclap-2023": ("msclap-2023", 44100, 7.0, "gpt2"),
@@ -49,29 +55,52 @@ def _clip_sources() -> list[list[Path]]:
     fsdd = sorted((DATA / "fsdd" / "audio").glob("*.flac"))
     if not (esc and ins and fsdd):
         sys.exit(f"real audio not found under {DATA}")
-    return [esc[0:2], esc[100:102], ins[0:3], ins[300:304], fsdd[0:6], fsdd[1000:1003]]
+    return [esc[0:2], esc[20:22], ins[0:3], ins[20:24], fsdd[0:6], fsdd[150:153]]
 
 
-def prepare(family: str, out: Path) -> None:
+def make_inputs(family: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The family's input waveforms (``waves``, and ``short`` for LAION) and their description."""
     from openclap.audio.io import load_audio
-    from openclap.text.tokenizer import bundled_tokenizer_dir
 
-    _, rate, seconds, tok = FAMILIES[family]
+    _, rate, seconds, _ = FAMILIES[family]
     n = round(rate * seconds)
+    groups = _clip_sources()
     waves = []
-    for group in _clip_sources():
+    for group in groups:
         joined = np.concatenate([load_audio(str(p), rate) for p in group])
         reps = int(np.ceil(n / len(joined)))
         waves.append(np.tile(joined, reps)[:n])
-    out.mkdir(parents=True, exist_ok=True)
-    extra = {}
+    arrays = {"waves": np.stack(waves).astype(np.float32)}
+    names = {"waves": [[str(p.relative_to(DATA)) for p in g] for g in groups]}
     if family.startswith("laion"):  # shorter clips too: both sides fill them ("repeatpad")
-        notes = sorted((DATA / "instruments" / "audio").rglob("*.flac"))[::150][:3]
-        extra["short"] = np.stack([load_audio(str(p), rate)[: 3 * rate] for p in notes]).astype(np.float32)
-    np.savez(out / "clips.npz", waves=np.stack(waves).astype(np.float32), **extra)
+        notes = sorted((DATA / "instruments" / "audio").rglob("*.flac"))[::10][:3]
+        arrays["short"] = np.stack([load_audio(str(p), rate)[: 3 * rate] for p in notes]).astype(np.float32)
+        names["short"] = [str(p.relative_to(DATA)) for p in notes]
+    description = {
+        "rate": rate, "seconds": seconds, "sources": names,
+        "sha256": {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()},
+        "how": "each group of tests/data clips decoded and resampled by openclap.audio.io.load_audio, "
+               "concatenated and looped to the family's clip length; 'short': the first 3 s of single notes",
+    }  # fmt: skip
+    return arrays, description
+
+
+def prepare(family: str, out: Path) -> None:
+    """Write the inputs (clips.npz, texts.json) and the tokenizer files of one family into ``out``."""
+    _, rate, seconds, tok = FAMILIES[family]
+    out.mkdir(parents=True, exist_ok=True)
+    arrays, _ = make_inputs(family)
+    np.savez(out / "clips.npz", **arrays)
     (out / "texts.json").write_text(json.dumps(TEXTS))
-    tok_dir = out / "tokenizer"
-    tok_dir.mkdir(exist_ok=True)
+    write_tokenizer(tok, out / "tokenizer")
+    print(f"{family}: {len(arrays['waves'])} clips of {seconds:g} s at {rate} Hz, {len(TEXTS)} texts -> {out}")
+
+
+def write_tokenizer(tok: str, tok_dir: Path) -> None:
+    """The tokenizer files both sides read: GPT-2 BPE, a RoBERTa layout of it, or a small BERT vocab."""
+    from openclap.text.tokenizer import bundled_tokenizer_dir
+
+    tok_dir.mkdir(parents=True, exist_ok=True)
     src = bundled_tokenizer_dir("gpt2")
     if tok == "gpt2":
         for name in ("vocab.json", "merges.txt"):
@@ -90,7 +119,32 @@ def prepare(family: str, out: Path) -> None:
         lines += chars + ["##" + c for c in string.ascii_lowercase] + words
         (tok_dir / "vocab.txt").write_text("\n".join(lines) + "\n")
         (tok_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-    print(f"{family}: {len(waves)} clips of {seconds:g} s at {rate} Hz, {len(TEXTS)} texts -> {out}")
+
+
+def fixture(family: str, out: Path, dest: Path) -> None:
+    """Write the committed fixture of one family from a finished ``prepare`` / reference / ``check`` run."""
+    ref_meta = json.loads((out / "reference.json").read_text())
+    ref = np.load(out / "reference.npz")
+    constants = np.load(out / "state_constants.npz")
+    result = json.loads((out / "result.json").read_text())
+    if not result["ok"]:
+        sys.exit(f"{family}: the parity check failed ({out / 'result.json'}); no fixture written")
+    _, description = make_inputs(family)
+    stored = {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in np.load(out / "clips.npz").items()}
+    if stored != description["sha256"]:
+        sys.exit(f"{family}: the inputs in {out / 'clips.npz'} are not the ones make_inputs builds now")
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "family": family, "preset": FAMILIES[family][0], "tokenizer": FAMILIES[family][3],
+        "checkpoint": ref_meta["checkpoint"], "state": ref_meta["state"], "inputs": description, "texts": TEXTS,
+        "made_with": "scripts/parity/make_fixtures.sh (msclap 1.3.4 / laion_clap 1.1.7 in the side venv)",
+        "check_at_creation": result,
+    }  # fmt: skip
+    (dest / f"{family}.json").write_text(json.dumps(meta) + "\n")
+    arrays = {f"ref/{k}": ref[k] for k in ref.files} | {k: constants[k] for k in constants.files}
+    np.savez_compressed(dest / f"{family}.npz", **arrays)
+    size = (dest / f"{family}.npz").stat().st_size + (dest / f"{family}.json").stat().st_size
+    print(f"{family}: fixture {dest / family}.{{json,npz}} ({size / 1e6:.2f} MB)")
 
 
 def _compare(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -145,12 +199,16 @@ def check(family: str, out: Path) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("prepare", "check"))
+    p.add_argument("step", choices=("prepare", "check", "fixture"))
     p.add_argument("family", choices=sorted(FAMILIES))
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--dest", type=Path, default=FIXTURES, help="fixture folder (step 'fixture')")
     a = p.parse_args()
     if a.step == "prepare":
         prepare(a.family, a.out)
+        return 0
+    if a.step == "fixture":
+        fixture(a.family, a.out, a.dest)
         return 0
     return check(a.family, a.out)
 

@@ -2,7 +2,7 @@
 # Numerical parity of openclap with the reference implementations, on identical random weights.
 #   bash scripts/parity/parity.sh [FAMILY ...]    FAMILY: msclap-2023 msclap-2022 laion laion-fusion
 # Builds the side venv if missing (scripts/parity/setup_sidevenv.sh), then for each family:
-#   1. openclap venv: real clips from ../shared/data at the family's rate and exact clip length, texts,
+#   1. openclap venv: real clips from tests/data at the family's rate and exact clip length, texts,
 #      tokenizer files;
 #   2. side venv: a random model built with msclap's / laion_clap's own classes, saved in the official
 #      checkpoint format, and its reference embeddings;
@@ -24,6 +24,9 @@ for fam in "${FAMILIES[@]}"; do
   (cd /tmp && "$SIDE/bin/python" "$REPO/scripts/parity/reference_models.py" "$fam" \
       --clips "$dir/clips.npz" --texts "$dir/texts.json" --tokenizer "$dir/tokenizer" --out "$dir")
   "$PY" "$REPO/scripts/parity/openclap_side.py" check "$fam" --out "$dir" || status=1
+  if [ -n "${PARITY_FIXTURES:-}" ]; then  # make_fixtures.sh: write the committed fixture
+    "$PY" "$REPO/scripts/parity/openclap_side.py" fixture "$fam" --out "$dir" --dest "$PARITY_FIXTURES" || status=1
+  fi
   rm -f "$dir"/*.pth "$dir"/*.pt  # checkpoints are large; results stay in $dir/result.json
 done
 echo "results in $WORK/*/result.json"

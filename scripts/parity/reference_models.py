@@ -8,7 +8,9 @@ configs (the published sizes) instead of ``from_pretrained``, and tokenizers com
     python reference_models.py FAMILY --clips CLIPS.npz --texts TEXTS.json --tokenizer DIR --out WORKDIR
 
 FAMILY: msclap-2023, msclap-2022, laion (HTSAT-tiny + RoBERTa), laion-fusion (same, fusion on).
-Writes WORKDIR/<checkpoint file> and WORKDIR/reference.npz (audio, text, input_ids, attention_mask).
+Writes WORKDIR/<checkpoint file>, WORKDIR/reference.npz (audio, text, input_ids, attention_mask), and what
+regenerates the checkpoint without this code (fixture_state: seed, fill recipe and state-dict SHA-256 in
+WORKDIR/reference.json, the reference-built constants in WORKDIR/state_constants.npz).
 """
 
 from __future__ import annotations
@@ -24,28 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Distinct random values in every float tensor (BatchNorm statistics and LayerNorms included), so a
-    wrong mapping cannot hide behind a default initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                t.copy_(0.5 * torch.randn(t.shape, generator=g))
-            elif "logit_scale" in name:
-                t.fill_(2.5)
-            elif ("norm" in name.lower() or "ln_" in name) and name.endswith("weight"):
-                t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
-            elif name.endswith(("attn.bias", "masked_bias", "attn_mask")) or "extractor" in name:
-                continue  # constant buffers and the frozen torchlibrosa front end keep their values
-            else:
-                t.copy_(0.05 * torch.randn(t.shape, generator=g))
+from fixture_state import describe_state, seeded_fill, state_sha256  # beside this script
 
 
 # ------------------------------------------------------------------------------------------- msclap
@@ -80,7 +61,8 @@ def msclap_reference(
         classes_num=args.num_classes, out_emb=args.out_emb, text_model=args.text_model,
         transformer_embed_dim=args.transformer_embed_dim, d_proj=args.d_proj,
     )  # fmt: skip
-    randomise(clap, seed=1 if year == "2023" else 2)
+    seed = 1 if year == "2023" else 2
+    entries = seeded_fill(clap, seed)
     state = dict(clap.state_dict())
     # The published files were written with an older transformers that persisted these buffers.
     if year == "2023":
@@ -95,6 +77,7 @@ def msclap_reference(
         state["caption_encoder.base.embeddings.position_ids"] = torch.arange(n).unsqueeze(0)
     ckpt = out / f"CLAP_weights_{year}.pth"
     torch.save({"model": state}, ckpt)
+    recipe, constants = describe_state(state, clap, entries)
 
     # msclap's own loading path and inference API.
     ref = wrapper_mod.CLAPWrapper(model_fp=str(ckpt), version=year, use_cuda=False)
@@ -111,6 +94,8 @@ def msclap_reference(
         "text": text_emb.numpy(),
         "input_ids": tokens["input_ids"].numpy(),
         "attention_mask": tokens["attention_mask"].numpy(),
+        "state": {"seed": seed, "wrapper": {"model": None}, "sha256": state_sha256(state), **recipe},
+        "constants": constants,
     }
 
 
@@ -159,7 +144,8 @@ def laion_reference(
     model, model_cfg = create_model(
         "HTSAT-tiny", "roberta", precision="fp32", device="cpu", enable_fusion=fusion, **kwargs
     )
-    randomise(model, seed=3 if fusion else 4)
+    seed = 3 if fusion else 4
+    entries = seeded_fill(model, seed)
     model.eval()
     # LAION's training checkpoints: {'state_dict': {'module.' + key: ...}, 'epoch': ...}; its loader deletes
     # text_branch.embeddings.position_ids, so the published files hold it.
@@ -167,6 +153,7 @@ def laion_reference(
     state["module.text_branch.embeddings.position_ids"] = torch.arange(514).unsqueeze(0)
     ckpt = out / ("630k-audioset-fusion-best.pt" if fusion else "630k-audioset-best.pt")
     torch.save({"epoch": 45, "state_dict": state}, ckpt)
+    recipe, constants = describe_state(state, model, entries)
 
     from laion_clap.clap_module.factory import load_state_dict
 
@@ -200,6 +187,9 @@ def laion_reference(
         "text": text_emb.numpy(),
         "input_ids": tokens["input_ids"].numpy(),
         "attention_mask": tokens["attention_mask"].numpy(),
+        "state": {"seed": seed, "wrapper": {"epoch": 45, "state_dict": None}, "sha256": state_sha256(state),
+                  **recipe},
+        "constants": constants,
     }
 
 
@@ -225,9 +215,11 @@ def main() -> None:
         result = msclap_reference(a.family, clips, texts, a.tokenizer, a.out)
     else:
         result = laion_reference(a.family == "laion-fusion", clips, texts, a.tokenizer, a.out)
-    np.savez(a.out / "reference.npz", **{k: v for k, v in result.items() if k != "checkpoint"})
+    arrays = {k: v for k, v in result.items() if k not in ("checkpoint", "state", "constants")}
+    np.savez(a.out / "reference.npz", **arrays)
+    np.savez_compressed(a.out / "state_constants.npz", **result["constants"])
     (a.out / "reference.json").write_text(
-        json.dumps({"family": a.family, "checkpoint": result["checkpoint"]})
+        json.dumps({"family": a.family, "checkpoint": result["checkpoint"], "state": result["state"]})
     )
     print(
         f"{a.family}: wrote {a.out / result['checkpoint']} and reference embeddings {result['audio'].shape}"
