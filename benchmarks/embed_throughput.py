@@ -270,7 +270,7 @@ def long_file_run(work: Path, minutes: float) -> None:
             "none",
             "--model",
             "tiny",
-            "--workers",
+            "--num-workers",
             "1",
             "--no-progress",
         ],

@@ -96,5 +96,8 @@ def test_eval_captioning_on_a_manifest(tiny_dir: Path, shared_data: Path, tmp_pa
     report = json.loads(capsys.readouterr().out)
     assert report["scores"]["count"] == 3
     assert len(report["captions"][0]["references"]) == 2
-    assert (tmp_path / "out" / "captioning.json").is_file()
+    # the same report files as every other eval kind
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["scores"] == report["scores"]
+    assert "CIDEr-D" in (tmp_path / "out" / "results.md").read_text()
     assert run_captioning is args.func

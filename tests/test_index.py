@@ -110,7 +110,8 @@ def test_cli_build_search_add_remove(tmp_path, shared_data, capsys, cli_main):
     for p in src[:12]:
         shutil.copy(p, lib / p.name)
     ix = tmp_path / "ix"
-    assert cli_main(["index", "build", str(lib), "--out", str(ix), "--workers", "0"]) == 0
+    # tiny: 5 s windows, so each 5 s clip is one row and a file's own query matches it exactly
+    assert cli_main(["index", "build", str(lib), "--out", str(ix), "--num-workers", "0", "--model", "tiny"]) == 0
     capsys.readouterr()
     assert cli_main(["search", "a dog barking", "--index", str(ix), "--top-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
@@ -126,7 +127,7 @@ def test_cli_build_search_add_remove(tmp_path, shared_data, capsys, cli_main):
     extra.mkdir()
     for p in src[12:15]:
         shutil.copy(p, extra / p.name)
-    assert cli_main(["index", "add", str(ix), str(extra), "--workers", "0"]) == 0
+    assert cli_main(["index", "add", str(ix), str(extra), "--num-workers", "0"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["files"] == 15 and info["embedded"] == 3
     assert str(extra.resolve()) in json.loads((ix / "index.json").read_text())["roots"]

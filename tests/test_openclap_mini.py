@@ -49,7 +49,7 @@ def test_bundled_files_and_size():
     assert weights.stat().st_size <= 25 * 1024 * 1024
     assert (path / "tokenizer" / "tokenizer.json").is_file()
     templates = json.loads((path / "templates.json").read_text())
-    assert set(templates) == {"fsdd", "esc10", "instruments", "family"}
+    assert set(templates) == {"default", "fsdd", "esc10", "instruments", "family"}
     assert all("{}" in t for t in templates.values())
 
 

@@ -104,7 +104,7 @@ def test_cli_parses_speed_flags_only_where_they_are_used() -> None:
 
 def test_cli_dtype_reaches_the_pipeline(tmp_path: Path, esc_clips: list[str], capsys) -> None:
     files = esc_clips[:4]
-    base = ["embed", *files, "--workers", "0", "--pool", "mean", "--model", "tiny"]
+    base = ["embed", *files, "--num-workers", "0", "--pool", "mean", "--model", "tiny"]
     assert cli_main([*base, "--out", str(tmp_path / "bf16.npz"), "--dtype", "bfloat16"]) == 0
     assert cli_main([*base, "--out", str(tmp_path / "fp32.npz")]) == 0
     cli_bf16, cli_fp32 = np.load(tmp_path / "bf16.npz")["embeddings"], np.load(tmp_path / "fp32.npz")["embeddings"]

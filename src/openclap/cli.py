@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from openclap import __version__
 
@@ -34,6 +36,8 @@ COMMAND_MODULES = (
 )
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away (`| head`)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 class UsageError(Exception):
@@ -48,7 +52,62 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)parser a ``_parser`` default naming itself: after parsing, ``args._parser`` is the
+    innermost parser that matched, whose usage goes with errors found later."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _remember_parsers(sub)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's ``dest`` and warns on stderr.
+
+    ``parser.add_argument("--hop", dest="hop_seconds", type=float, action=DeprecatedAlias,
+    new="--hop-seconds")``. Old spellings stay for one release, then go."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated and will be removed in the next release; "
+            f"use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress`` (default: a progress bar when stderr is a terminal)."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """The resolved ``--progress`` / ``--no-progress`` choice."""
+    chosen = getattr(args, "progress", None)
+    return sys.stderr.isatty() if chosen is None else bool(chosen)
+
+
+def add_workers_argument(parser: argparse.ArgumentParser, default: int = 2) -> None:
+    """``--num-workers`` (``EmbedOptions.num_workers``); ``--workers`` is its old spelling."""
+    parser.add_argument(
+        "--num-workers", type=int, default=default, help=f"decoding processes (default {default}; 0 decodes inline)"
+    )
+    parser.add_argument("--workers", dest="num_workers", type=int, action=DeprecatedAlias, new="--num-workers")
 
 
 def add_model_arguments(
@@ -80,22 +139,48 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, example: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``openclap`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, argv = _nested_parser(argv)
+    args, extras = parser.parse_known_args(argv)
+    leaf: argparse.ArgumentParser = getattr(args, "_parser", parser)
+    if extras:  # reported by the subcommand that got them, with its own usage line
+        leaf.error(f"unrecognized arguments: {' '.join(extras)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
-        parser.print_help()
+        leaf.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`openclap ... | head`): stop quietly, like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    except KeyboardInterrupt:
+        print(f"{leaf.prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
-        print(f"openclap {args.command}: error: {exc}", file=sys.stderr)
+        leaf.print_usage(sys.stderr)
+        print(f"{leaf.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, FileNotFoundError) as exc:
         # Bad values (unknown model, bad labels, unreadable single input): a usage-level error.
-        print(f"openclap {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{leaf.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _nested_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser for ``argv`` and the arguments it reads: ``embed merge`` (a command that shares its
+    position with `embed`'s inputs) has its own parser, usage and help; everything else the full parser."""
+    words = [i for i, a in enumerate(argv) if not a.startswith("-")]
+    if len(words) >= 2 and [argv[i] for i in words[:2]] == ["embed", "merge"]:
+        from openclap.commands.embed import build_merge_parser
+
+        return build_merge_parser(), [a for i, a in enumerate(argv) if i not in words[:2]]
+    return build_parser(), argv
 
 
 if __name__ == "__main__":

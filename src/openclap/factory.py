@@ -22,6 +22,10 @@ TOKENIZER_DIR = "tokenizer"
 # Seed for the random initialisation of models loaded without weights (e.g. the `tiny` preset), so
 # that `load("tiny")` is the same model in every process.
 RANDOM_INIT_SEED = 0
+RANDOM_WEIGHTS_WARNING = (
+    "model %r has seeded RANDOM weights (no checkpoint): its embeddings and scores are meaningless; "
+    "use a trained model (openclap-mini, a model directory, or a preset with --checkpoint)"
+)
 
 
 class CheckpointError(ValueError):
@@ -47,9 +51,36 @@ def resolve_config(name_or_dir: str | os.PathLike | ClapConfig) -> ClapConfig:
         return name_or_dir
     if is_model_dir(name_or_dir):
         return ClapConfig.from_dict(json.loads((Path(name_or_dir) / CONFIG_NAME).read_text()))
-    if Path(name_or_dir).exists():
-        raise FileNotFoundError(f"{name_or_dir} exists but has no {CONFIG_NAME}; a model directory needs one")
+    path = Path(name_or_dir)
+    if path.exists():
+        if (path / "caption_config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is a caption model directory (caption_config.json, no {CONFIG_NAME}): load it with "
+                f"openclap.load_captioner({str(path)!r}) or `openclap caption FILES --model {path}`"
+            )
+        raise FileNotFoundError(f"{path} exists but has no {CONFIG_NAME}; a model directory needs one")
+    if looks_like_path(str(name_or_dir)):
+        raise FileNotFoundError(
+            f"no such model directory: {name_or_dir} (for a preset, drop the path separators; "
+            "`openclap models` lists the presets)"
+        )
     return get_model_config(str(name_or_dir))
+
+
+def looks_like_path(name: str) -> bool:
+    """True for a string that names a file system path rather than a preset (a separator, ~ or a dot start)."""
+    return "/" in name or os.sep in name or name.startswith((".", "~"))
+
+
+def has_random_weights(name_or_dir: str | os.PathLike | ClapConfig, checkpoint: object, pretrained: bool) -> bool:
+    """Whether ``load_model(name_or_dir, checkpoint, download=pretrained)`` gives seeded random weights."""
+    from openclap.pretrained import get_bundle
+
+    name_or_dir = resolve_source(name_or_dir)
+    if checkpoint is not None or (not isinstance(name_or_dir, ClapConfig) and is_model_dir(name_or_dir)):
+        return False
+    name = name_or_dir.name if isinstance(name_or_dir, ClapConfig) else str(name_or_dir)
+    return not pretrained or get_bundle(name) is None
 
 
 def create_model(config: ClapConfig, seed: int = RANDOM_INIT_SEED) -> ClapModel:
@@ -95,7 +126,9 @@ def load_checkpoint(model: ClapModel, checkpoint: str | os.PathLike, format: str
     """Load a checkpoint file into ``model``: our safetensors, or a peer's format via a converter."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass the path of a downloaded weights file")
+        from openclap.pretrained import missing_file_message
+
+        raise FileNotFoundError(missing_file_message(str(path), model.config.name, format))
     if path.suffix == ".safetensors" and format in (None, "openclap"):
         load_weights(model, load_file(str(path)), str(path))
         return
@@ -131,22 +164,28 @@ def load_model(
     """
     name_or_dir = resolve_source(name_or_dir)
     config = resolve_config(name_or_dir)
+    is_dir = not isinstance(name_or_dir, ClapConfig) and is_model_dir(name_or_dir)
+    fmt = None
+    if checkpoint is None and not is_dir and download:
+        from openclap.pretrained import get_bundle
+
+        bundle = get_bundle(config.name)
+        if bundle is not None:  # fetched before the model is built: a missing file fails fast
+            from openclap.hub import download_checkpoint
+
+            checkpoint, fmt = download_checkpoint(bundle), bundle.format
+    if checkpoint is not None and not Path(checkpoint).is_file():  # before building: fail fast
+        from openclap.pretrained import missing_file_message
+
+        raise FileNotFoundError(missing_file_message(str(checkpoint), config.name))
     model = create_model(config)
-    if not isinstance(name_or_dir, ClapConfig) and is_model_dir(name_or_dir) and checkpoint is None:
+    if is_dir and checkpoint is None:
         weights = Path(name_or_dir) / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"model directory {name_or_dir} has no {WEIGHTS_NAME}")
         load_weights(model, load_file(str(weights)), str(weights))
     elif checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-    elif download:
-        from openclap.pretrained import get_bundle
-
-        bundle = get_bundle(config.name)
-        if bundle is not None:
-            from openclap.hub import download_checkpoint
-
-            load_checkpoint(model, download_checkpoint(bundle), format=bundle.format)
-        else:
-            logger.info("model %r has no published weights: using seeded random weights", config.name)
+        load_checkpoint(model, checkpoint, format=fmt)
+    else:
+        logger.warning(RANDOM_WEIGHTS_WARNING, config.name)
     return model.to(device).eval()

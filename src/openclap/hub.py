@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from openclap.config import TextConfig
-from openclap.pretrained import PretrainedBundle
+from openclap.pretrained import PretrainedBundle, download_message
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,11 @@ def download_checkpoint(bundle: PretrainedBundle, cache_dir: str | None = None) 
         return _download(bundle.repo_id, bundle.filename, cache)
     except Exception as exc:
         raise CheckpointUnavailableError(
-            f"model {bundle.model!r} needs {bundle.filename} from the Hugging Face repo {bundle.repo_id}, which is "
-            f"not in the hub cache ({cache or 'default location'}) and could not be downloaded "
-            f"({type(exc).__name__}: {exc}). Download {bundle.filename} on a machine with network access "
-            f"(https://huggingface.co/{bundle.repo_id}) and pass it with checkpoint=PATH (Python) or "
-            f"--checkpoint PATH (CLI), or put it in the hub cache."
+            download_message(
+                bundle,
+                f"{bundle.filename} is not in the hub cache ({cache or 'default location'}) and could not be "
+                f"downloaded ({type(exc).__name__}: {exc})",
+            )
         ) from exc
 
 

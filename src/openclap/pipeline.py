@@ -25,6 +25,7 @@ from openclap.audio.windows import WindowSpan, split_windows
 from openclap.config import ClapConfig
 from openclap.factory import (
     TOKENIZER_DIR,
+    has_random_weights,
     is_model_dir,
     load_model,
     resolve_config,
@@ -61,6 +62,8 @@ class AudioEmbedding:
     spans: list[WindowSpan] = field(default_factory=list)
     duration: float = 0.0  # seconds of real audio
     error: str | None = None
+    # The loader's exception behind ``error``, re-raised as is so its type (e.g. FileNotFoundError) survives.
+    exception: AudioLoadError | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +112,10 @@ def _describe(item: AudioInput, index: int) -> str:
     return f"<input {index}>"
 
 
+DEFAULT_TEMPLATE = "this is the sound of {}"  # the paper's prompt (Elizalde et al. 2023, ESC-50)
+TEMPLATES_NAME = "templates.json"
+
+
 class ClapPipeline:
     """A CLAP model with its tokenizer and clip policy: ``embed_audio``, ``embed_text``, ``classify``."""
 
@@ -124,9 +131,19 @@ class ClapPipeline:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self._text_cache: dict[str, np.ndarray] = {}
+        # Prompt templates the model ships (its directory's templates.json: label set -> template, "default"
+        # for label sets it has no entry for); classify(template=None) uses default_template.
+        self.templates: dict[str, str] = {}
+        # True when load() gave seeded random weights (asked for explicitly): outputs must say so.
+        self.random_weights = False
         self.dtype = "float32"
         self.compiled = False
         self.configure(dtype=dtype, compile=compile)
+
+    @property
+    def default_template(self) -> str:
+        """The model's own prompt for an arbitrary label set, else "this is the sound of {}" (the paper's)."""
+        return self.templates.get("default", DEFAULT_TEMPLATE)
 
     def configure(self, dtype: str = "float32", compile: bool = False) -> ClapPipeline:
         """Run the encoders under autocast in ``dtype`` and/or through ``torch.compile``; returns ``self``.
@@ -218,7 +235,7 @@ class ClapPipeline:
             try:
                 wave = self._load(item, sample_rate, index)
             except AudioLoadError as exc:
-                result.error = str(exc)
+                result.error, result.exception = str(exc), exc
                 pending.append((result, 0))
                 continue
             windows, spans = self._windows(wave, hop_seconds)
@@ -257,7 +274,7 @@ class ClapPipeline:
         )
         for result in results:
             if result.error is not None:
-                raise AudioLoadError(result.error, path=result.source)
+                raise _load_error(result)
         if return_windows:
             return results
         return np.stack([r.embedding for r in results]).astype(np.float32)
@@ -298,7 +315,7 @@ class ClapPipeline:
         inputs: AudioInput | Sequence[AudioInput],
         labels: Sequence[str],
         *,
-        template: str = "this is the sound of {}",
+        template: str | None = None,
         top_k: int | None = None,
         sample_rate: int | None = None,
         batch_size: int = 8,
@@ -307,8 +324,10 @@ class ClapPipeline:
     ) -> list[Classification]:
         """Zero-shot classification: each input scored against ``fill_template(template, label)`` prompts.
 
-        ``on_error="skip"`` returns failed inputs as results with ``error`` set instead of raising.
+        ``template=None`` uses the model's own prompt (``default_template``). ``on_error="skip"`` returns
+        failed inputs as results with ``error`` set instead of raising.
         """
+        template = self.default_template if template is None else template
         labels = list(labels)
         if not labels:
             raise ValueError("classify needs at least one label, e.g. labels=['dog', 'rain']")
@@ -326,7 +345,7 @@ class ClapPipeline:
         ):
             if result.error is not None:
                 if on_error == "raise":
-                    raise AudioLoadError(result.error, path=result.source)
+                    raise _load_error(result)
                 out.append(Classification(result.source, [], [], error=result.error))
                 continue
             probs = torch.softmax(torch.from_numpy(scale * (text @ result.embedding)), dim=0).numpy()
@@ -339,6 +358,10 @@ class ClapPipeline:
         """Write config.json, model.safetensors and the tokenizer: ``openclap.load(directory)`` reads it."""
         out = save_model_dir(self.model, directory)
         self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
+        if self.templates:
+            import json
+
+            (out / TEMPLATES_NAME).write_text(json.dumps(self.templates, indent=2) + "\n")
         return out
 
 
@@ -382,6 +405,11 @@ def _compile_forward(module: torch.nn.Module, name: str) -> None:
     module.forward = types.MethodType(forward, module)
 
 
+def _load_error(result: AudioEmbedding) -> AudioLoadError:
+    """The loader's own exception for a failed result (keeps AudioFileNotFoundError a FileNotFoundError)."""
+    return result.exception if result.exception is not None else AudioLoadError(result.error, path=result.source)
+
+
 def _as_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
     if isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor, tuple)):
         return [inputs]
@@ -418,13 +446,47 @@ def load(
     if tokenizer is None and is_model_dir(name_or_dir) and (Path(name_or_dir) / TOKENIZER_DIR).is_dir():
         tokenizer = Path(name_or_dir) / TOKENIZER_DIR
     if tokenizer is None:  # not bundled nor a local directory: the hub cache (roberta-base, bert-base-uncased)
-        from openclap.hub import resolve_tokenizer
+        from openclap.hub import TokenizerUnavailableError, resolve_tokenizer
 
-        tokenizer = resolve_tokenizer(config.text)
+        try:
+            tokenizer = resolve_tokenizer(config.text)
+        except TokenizerUnavailableError as exc:
+            _raise_with_missing_weights(exc, name_or_dir, config, checkpoint, pretrained)
     text_tokenizer = TextTokenizer(config.text, tokenizer)
     model = load_model(name_or_dir, checkpoint=checkpoint, device=device, download=pretrained)
     if int8:
         from openclap.bulk.speed import quantize_int8
 
         model = quantize_int8(model)
-    return ClapPipeline(model, text_tokenizer, device=device, dtype=dtype, compile=compile)
+    pipeline = ClapPipeline(model, text_tokenizer, device=device, dtype=dtype, compile=compile)
+    pipeline.random_weights = has_random_weights(name_or_dir, checkpoint, pretrained)
+    if not isinstance(name_or_dir, ClapConfig) and (Path(name_or_dir) / TEMPLATES_NAME).is_file():
+        pipeline.templates = read_templates_file(Path(name_or_dir) / TEMPLATES_NAME)
+    return pipeline
+
+
+def read_templates_file(path: str | os.PathLike) -> dict[str, str]:
+    """A model's ``templates.json`` (label set -> prompt template with ``{}``); a bad entry is an error."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    bad = {k: v for k, v in data.items() if not isinstance(v, str) or "{}" not in v}
+    if not isinstance(data, dict) or bad:
+        raise ValueError(f"{path}: every template must be a string with '{{}}' for the label; bad: {bad}")
+    return dict(data)
+
+
+def _raise_with_missing_weights(
+    exc: Exception, name_or_dir: object, config: ClapConfig, checkpoint: object, pretrained: bool
+) -> None:
+    """Re-raise a missing-tokenizer error, listing the missing published weights too (one message)."""
+    from openclap.hub import download_checkpoint
+    from openclap.pretrained import get_bundle
+
+    bundle = get_bundle(config.name)
+    if checkpoint is None and pretrained and bundle is not None and not is_model_dir(str(name_or_dir)):
+        try:
+            download_checkpoint(bundle)
+        except FileNotFoundError as weights_exc:
+            raise type(exc)(f"{exc}\nAlso missing: {weights_exc}") from exc
+    raise exc

@@ -123,7 +123,8 @@ def items_from_dataset(dataset) -> list[tuple[str, list[str]]]:
 # -------------------------------------------------------------------------------------- CLI wiring
 def add_captioning_parser(eval_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``openclap eval captioning`` under ``openclap eval``'s subparsers."""
-    from openclap.commands.caption import add_decoding_arguments  # light: argparse only
+    from openclap.cli import add_progress_argument  # light: argparse only
+    from openclap.commands.caption import add_decoding_arguments
     p = eval_subparsers.add_parser(
         "captioning",
         help="caption a test set and score it (BLEU-1..4, ROUGE-L, CIDEr-D)",
@@ -147,9 +148,12 @@ def add_captioning_parser(eval_subparsers: argparse._SubParsersAction) -> argpar
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
-        "--out", default=None, metavar="DIR", help="write captioning.json (scores and every caption) to DIR"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write results.json (scores and every caption) and results.md (the scores table) into DIR",
     )
-    p.add_argument("--progress", action="store_true")
+    add_progress_argument(p)
     p.set_defaults(func=run_captioning)
     return p
 
@@ -159,7 +163,7 @@ def run_captioning(args: argparse.Namespace) -> int:
     import numpy as np
 
     from openclap.caption.pipeline import load_captioner
-    from openclap.cli import UsageError
+    from openclap.cli import UsageError, progress_enabled
     from openclap.commands.caption import decoding_from_args
     from openclap.eval.datasets import Manifest, load_dataset
 
@@ -186,20 +190,33 @@ def run_captioning(args: argparse.Namespace) -> int:
         items,
         decoding_from_args(args, captioner),
         batch_size=args.batch_size,
-        progress=args.progress,
+        progress=progress_enabled(args),
     )
-    if args.out:
+    payload = report.to_dict()
+    payload["model"] = {"name": str(args.model), "checkpoint": args.checkpoint}
+    if captioner.random_weights:  # asked for explicitly (a preset without weights): the scores mean nothing
+        payload["model"]["random_weights"] = True
+    s = report.scores
+    line = (
+        f"{dataset.name} ({len(items) - len(report.failed)} clips)  BLEU-1 {s.bleu_1:.3f}  BLEU-4 {s.bleu_4:.3f}  "
+        f"ROUGE-L {s.rouge_l:.3f}  CIDEr-D {s.cider_d:.3f}  (SPICE/SPIDEr: not computed)"
+    )
+    if args.out:  # the same two files as every other `openclap eval` kind
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "captioning.json").write_text(json.dumps(report.to_dict(), indent=1))
-    if args.json:
-        print(json.dumps(report.to_dict()))
-    else:
-        s = report.scores
-        print(
-            f"{dataset.name} ({len(items) - len(report.failed)} clips)  BLEU-1 {s.bleu_1:.3f}  BLEU-4 {s.bleu_4:.3f}  "
-            f"ROUGE-L {s.rouge_l:.3f}  CIDEr-D {s.cider_d:.3f}  (SPICE/SPIDEr: not computed)"
+        (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+        (out / "results.md").write_text(
+            f"# Captioning: {dataset.name}\n\nModel: `{args.model}`"
+            + (" (RANDOM weights)" if captioner.random_weights else "")
+            + "\n\n| clips | BLEU-1 | BLEU-4 | ROUGE-L | CIDEr-D |\n|---|---|---|---|---|\n"
+            f"| {len(items) - len(report.failed)} | {s.bleu_1:.3f} | {s.bleu_4:.3f} | {s.rouge_l:.3f} | "
+            f"{s.cider_d:.3f} |\n"
         )
+        print(f"openclap eval: wrote {out / 'results.json'}, {out / 'results.md'}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(line)
     for path in report.failed:
         print(f"openclap eval captioning: failed: {path}", file=sys.stderr)
     return 1 if report.failed else 0

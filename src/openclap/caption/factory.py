@@ -47,6 +47,10 @@ def resolve_caption_config(name_or_dir: str | os.PathLike | CaptionConfig) -> Ca
         raise FileNotFoundError(
             f"{path} has no {CAPTION_CONFIG_NAME}; a caption model directory needs one{hint}"
         )
+    from openclap.factory import looks_like_path
+
+    if looks_like_path(str(name_or_dir)):
+        raise FileNotFoundError(f"no such caption model directory: {name_or_dir}")
     return get_caption_config(str(name_or_dir))
 
 
@@ -112,7 +116,9 @@ def load_caption_checkpoint(model: CaptionModel, checkpoint: str | os.PathLike) 
     """Load a ``.safetensors`` caption state dict or msclap's ``clapcap_weights_2023.pth`` into ``model``."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass the path of a downloaded weights file")
+        from openclap.pretrained import missing_file_message
+
+        raise FileNotFoundError(missing_file_message(str(path), model.config.name))
     if path.suffix == ".safetensors":
         load_caption_weights(model, load_file(str(path)), str(path))
         return
@@ -127,21 +133,51 @@ def load_caption_model(
     name_or_dir: str | os.PathLike | CaptionConfig,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    pretrained: bool = True,
 ) -> CaptionModel:
-    """A caption model in eval mode: from a directory, or a preset with an optional checkpoint
-    (a preset without one gets seeded random weights)."""
+    """A caption model in eval mode: from a directory, or a preset with a checkpoint.
+
+    A preset with published weights (clapcap-2023) and no ``checkpoint`` reads them from the hub cache
+    (then a download) and fails naming the file when neither works, unless ``pretrained=False``, which
+    asks for seeded random weights. A preset without published weights (clapcap-tiny) is random by name.
+    """
+    from openclap.pretrained import get_caption_bundle
+
     config = resolve_caption_config(name_or_dir)
+    is_dir = not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir)
+    bundle = get_caption_bundle(config.name)
+    if checkpoint is None and not is_dir and pretrained and bundle is not None:
+        from openclap.hub import download_checkpoint
+
+        checkpoint = download_checkpoint(bundle)  # before building the model: a missing file fails fast
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        from openclap.pretrained import missing_file_message
+
+        raise FileNotFoundError(missing_file_message(str(checkpoint), config.name))
     model = create_caption_model(config)
     if checkpoint is not None:
         load_caption_checkpoint(model, checkpoint)
-    elif not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir):
+    elif is_dir:
         weights = Path(name_or_dir) / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"caption model directory {name_or_dir} has no {WEIGHTS_NAME}")
         load_caption_weights(model, load_file(str(weights)), str(weights))
     else:
         logger.warning(
-            "caption model %r loaded with seeded random weights (no checkpoint given): its captions are noise",
+            "caption model %r has seeded RANDOM weights (no checkpoint): its captions are noise; pass a "
+            "checkpoint or a trained caption model directory",
             config.name,
         )
     return model.to(device).eval()
+
+
+def caption_random_weights(
+    name_or_dir: str | os.PathLike | CaptionConfig, checkpoint: object, pretrained: bool
+) -> bool:
+    """Whether ``load_caption_model(name_or_dir, checkpoint, pretrained=pretrained)`` gives random weights."""
+    from openclap.pretrained import get_caption_bundle
+
+    if checkpoint is not None or (not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir)):
+        return False
+    name = name_or_dir.name if isinstance(name_or_dir, CaptionConfig) else str(name_or_dir)
+    return not pretrained or get_caption_bundle(name) is None

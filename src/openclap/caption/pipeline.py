@@ -23,6 +23,7 @@ from openclap.audio.io import AudioLoadError
 from openclap.caption.config import CaptionConfig
 from openclap.caption.factory import (
     TOKENIZER_DIR,
+    caption_random_weights,
     is_caption_dir,
     load_caption_model,
     resolve_caption_config,
@@ -162,6 +163,7 @@ class CaptionPipeline:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.random_weights = False  # set by load_captioner: seeded random weights, asked for explicitly
         # The audio side of CLAP inference, reused as is: CaptionModel has ClapModel's encode_audio.
         self.audio = ClapPipeline(model, tokenizer.text, device=self.device)  # type: ignore[arg-type]
         self.reranker: ClapReranker | None = None
@@ -348,18 +350,21 @@ def load_captioner(
     tokenizer: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     rerank_model: str | os.PathLike | None = None,
+    pretrained: bool = True,
 ) -> CaptionPipeline:
     """A ready ``CaptionPipeline`` from a caption preset (+ checkpoint, e.g. msclap's
     ``clapcap_weights_2023.pth``) or a saved caption model directory.
 
     ``rerank_model``: the CLAP model directory for ``rerank="clap"``; by default a caption model directory's
     own ``clap/`` (written by the captioning trainer), if present. A directory's ``neighbours.npz``
-    (training captions, also written by the trainer) enables ``rerank="consensus"``."""
+    (training captions, also written by the trainer) enables ``rerank="consensus"``. A preset with
+    published weights and no ``checkpoint`` reads them from the hub cache or fails naming the download;
+    ``pretrained=False`` asks for seeded random weights (``random_weights`` is then True)."""
     config = resolve_caption_config(name_or_dir)
     own = None if isinstance(name_or_dir, CaptionConfig) else Path(name_or_dir) / TOKENIZER_DIR
     if tokenizer is None and own is not None and is_caption_dir(name_or_dir) and own.is_dir():
         tokenizer = own
-    model = load_caption_model(name_or_dir, checkpoint=checkpoint, device=device)
+    model = load_caption_model(name_or_dir, checkpoint=checkpoint, device=device, pretrained=pretrained)
     if rerank_model is None and not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir):
         rerank_model = bundled_clap(name_or_dir)
     reranker = ClapReranker.load(rerank_model, device=device) if rerank_model is not None else None
@@ -367,6 +372,8 @@ def load_captioner(
     if not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir):
         found = bundled_neighbours(name_or_dir)
         memory = NeighbourCaptions.load(found) if found is not None else None
-    return CaptionPipeline(
+    pipeline = CaptionPipeline(
         model, CaptionTokenizer(config.text, tokenizer), device=device, reranker=reranker, neighbours=memory
     )
+    pipeline.random_weights = caption_random_weights(name_or_dir, checkpoint, pretrained)
+    return pipeline

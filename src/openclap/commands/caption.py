@@ -7,7 +7,14 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from openclap.cli import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    DeprecatedAlias,
+    UsageError,
+    add_progress_argument,
+    progress_enabled,
+)
 
 if TYPE_CHECKING:
     from openclap.caption.generate import GenerationConfig
@@ -21,8 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="generate captions for audio files (long recordings: one caption per window, with times)",
         description=(
             "Caption audio files with a captioning model: a caption preset (clapcap-2023 with "
-            "--checkpoint clapcap_weights_2023.pth) or a caption model directory. Folders are searched "
-            "recursively. Recordings longer than the model's window also get a caption per window."
+            "--checkpoint clapcap_weights_2023.pth, else the hub cache) or a caption model directory. Folders "
+            "are searched recursively. Recordings longer than the model's window also get a caption per window."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="audio files and/or folders")
@@ -38,14 +45,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (default: cpu)")
     add_decoding_arguments(parser)
     parser.add_argument(
-        "--hop", type=float, default=None, metavar="SECONDS", help="window hop for long recordings"
+        "--hop-seconds", type=float, default=None, metavar="SECONDS", help="window hop for long recordings"
     )
+    parser.add_argument("--hop", dest="hop_seconds", type=float, action=DeprecatedAlias, new="--hop-seconds")
     parser.add_argument(
         "--no-windows", action="store_true", help="one caption per file, no per-window captions"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
     parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -193,9 +201,9 @@ def run(args: argparse.Namespace) -> int:
         files,
         generation=generation,
         windows=not args.no_windows,
-        hop_seconds=args.hop,
+        hop_seconds=args.hop_seconds,
         batch_size=args.batch_size,
-        progress=args.progress,
+        progress=progress_enabled(args),
         on_error="skip",
     )
     failed = 0

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, add_model_arguments
+from openclap.cli import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    UsageError,
+    add_model_arguments,
+    add_progress_argument,
+    progress_enabled,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,11 +25,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="audio files and/or folders")
     parser.add_argument("--labels", nargs="+", required=True, help="candidate labels, e.g. dog rain 'church bells'")
-    parser.add_argument("--template", default="this is the sound of {}", help="prompt with {} for the label")
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="prompt with {} for the label (default: the model's own prompt from its templates.json, "
+        "else 'this is the sound of {}')",
+    )
     parser.add_argument("--top-k", type=int, default=3, help="labels to show per file (default 3)")
     parser.add_argument("--batch-size", type=int, default=8, help="audio windows per model call")
     parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines) on stdout")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_progress_argument(parser)
     add_model_arguments(parser, speed_options=True)
     parser.set_defaults(func=run)
 
@@ -48,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         template=args.template,
         top_k=args.top_k,
         batch_size=args.batch_size,
-        progress=args.progress,
+        progress=progress_enabled(args),
         on_error="skip",
     )
     failed = not_audio = 0

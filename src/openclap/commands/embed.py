@@ -11,7 +11,15 @@ import argparse
 import json
 import sys
 
-from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, add_model_arguments
+from openclap.cli import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    UsageError,
+    add_model_arguments,
+    add_progress_argument,
+    add_workers_argument,
+    progress_enabled,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,9 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=16, help="audio windows per model call (default 16)"
     )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="decoding processes (default 2; 0 decodes inline)"
-    )
+    add_workers_argument(parser)
     parser.add_argument(
         "--chunk-files", type=int, default=256, help="files per committed chunk (default 256)"
     )
@@ -61,12 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="CPU only: dynamic int8 Linear layers, per-channel weights, sensitive layers fp32 (see docs/inference.md)",
     )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
-    )
+    add_progress_argument(parser)
     add_model_arguments(parser, speed_options=True)
     parser.set_defaults(func=run)
 
@@ -93,6 +94,31 @@ def exit_code(report) -> int:
     return EXIT_FAILED_INPUTS if report.failed or failed_earlier or ok <= 0 else EXIT_OK
 
 
+def build_merge_parser() -> argparse.ArgumentParser:
+    """The parser of `openclap embed merge DIR... --out DIR` (its own usage and help)."""
+    parser = argparse.ArgumentParser(
+        prog="openclap embed merge",
+        description="Join the output directories of `openclap embed --shard i/n` runs into one output directory.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="output directories of `openclap embed`")
+    parser.add_argument("--out", required=True, help="merged output directory")
+    parser.set_defaults(func=run_merge, command="embed merge", _parser=parser)
+    return parser
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge shard outputs into ``--out``."""
+    from openclap.bulk import merge_outputs
+
+    manifest = merge_outputs(args.dirs, args.out)
+    print(
+        f"merged {len(args.dirs)} output(s): {manifest['files']} file(s), {manifest['rows']} row(s), "
+        f"{manifest['errors']} error(s) -> {args.out}"
+    )
+    return EXIT_OK
+
+
 def model_reference(model: str) -> str:
     """How a job records its model: a preset name, or a model directory as an absolute path."""
     from pathlib import Path
@@ -108,30 +134,18 @@ def run(args: argparse.Namespace) -> int:
         EmbedReport,
         count_failure,
         embed_to_arrays,
-        merge_outputs,
         parse_shard,
         run_embed_job,
         save_npz,
     )
 
-    if args.inputs[0] == "merge":
-        if len(args.inputs) < 2:
-            raise UsageError(
-                "embed merge needs the output directories to merge: openclap embed merge DIR... --out DIR"
-            )
-        manifest = merge_outputs(args.inputs[1:], args.out)
-        print(
-            f"merged {len(args.inputs) - 1} output(s): {manifest['files']} file(s), {manifest['rows']} row(s), "
-            f"{manifest['errors']} error(s) -> {args.out}"
-        )
-        return EXIT_OK
-    if args.batch_size < 1 or args.chunk_files < 1 or args.workers < 0:
-        raise UsageError("--batch-size and --chunk-files must be >= 1 and --workers >= 0")
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.batch_size < 1 or args.chunk_files < 1 or args.num_workers < 0:
+        raise UsageError("--batch-size and --chunk-files must be >= 1 and --num-workers >= 0")
+    progress = progress_enabled(args)
     options = EmbedOptions(
         pool=args.pool,
         batch_size=args.batch_size,
-        num_workers=args.workers,
+        num_workers=args.num_workers,
         chunk_files=args.chunk_files,
         hop_seconds=args.hop_seconds,
         block_seconds=args.block_seconds,

@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, add_model_arguments
+from openclap.cli import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    DeprecatedAlias,
+    UsageError,
+    add_model_arguments,
+    add_progress_argument,
+    progress_enabled,
+)
 
 DEFAULT_TEMPLATE = "this is the sound of {}"
 
@@ -37,15 +45,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write results.json, results.md (with the paper's numbers) and PNGs into DIR",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="show progress bars (default: when stderr is a terminal)",
-    )
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    add_progress_argument(parser)
     add_model_arguments(parser)
 
 
@@ -108,8 +108,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     lp.add_argument("--test-split", default=None, help="test on this split")
     lp.add_argument(
-        "--folds", type=int, default=5, help="stratified folds when the dataset has no official ones"
+        "--num-folds", type=int, default=5, help="stratified folds when the dataset has no official ones (default 5)"
     )
+    lp.add_argument("--folds", dest="num_folds", type=int, action=DeprecatedAlias, new="--num-folds")
     lp.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty of the probe (default 1e-3)")
     _common(lp)
     ds = sub.add_parser("datasets", help="list the dataset adapters: name, task, download page, layout")
@@ -188,7 +189,7 @@ def _task_from_args(args: argparse.Namespace, kind: str) -> object:
         templates=templates,
         train_split=getattr(args, "train_split", None),
         test_split=getattr(args, "test_split", None),
-        num_folds=getattr(args, "folds", 5),
+        num_folds=getattr(args, "num_folds", 5),
         weight_decay=getattr(args, "weight_decay", 1e-3),
         limit=args.limit,
     )
@@ -207,14 +208,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = progress_enabled(args)
     model_name, checkpoint, tokenizer = args.model, args.checkpoint, args.tokenizer
     if args.eval_command == "suite":
         suite = load_suite(args.config)
         tasks = suite.tasks
         # The suite's model is used unless --model was given.
         if model_name is None:
-            model_name = suite.model or "tiny"
+            model_name = suite.model or "openclap-mini"
             checkpoint, tokenizer = checkpoint or suite.checkpoint, tokenizer or suite.tokenizer
     else:
         tasks = [_task_from_args(args, args.eval_command)]
@@ -244,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(checkpoint) if checkpoint else None,
         "fingerprint": fingerprint,
     }
+    if pipeline.random_weights:  # asked for explicitly (e.g. --model tiny): the numbers mean nothing
+        model_info["random_weights"] = True
     payload = build_payload(results, model_info)
     if args.out:
         written = write_report(args.out, payload, results)

@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from openclap.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, add_model_arguments
+from openclap.cli import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    UsageError,
+    add_model_arguments,
+    add_progress_argument,
+    add_workers_argument,
+    progress_enabled,
+)
 
 DEFAULT_THRESHOLD = 50_000  # keep equal to openclap.index.search_index.DEFAULT_THRESHOLD (not imported: slow)
 
@@ -17,7 +25,7 @@ def _model_args(parser: argparse.ArgumentParser, default: str | None) -> None:
     for action in parser._actions:
         if action.dest == "model":
             action.help = "preset name or model directory (default: " + (
-                "tiny)" if default else "the model that built the index)"
+                f"{default})" if default else "the model that built the index)"
             )
 
 
@@ -25,13 +33,8 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=16, help="audio windows per model call (default 16)"
     )
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
-    )
+    add_workers_argument(parser)
+    add_progress_argument(parser)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="FAISS index kind above the threshold: ivf (default, fast to build) or hnsw",
     )
     _embed_args(build)
-    _model_args(build, "tiny")
+    _model_args(build, "openclap-mini")
     build.set_defaults(func=run)
 
     add = sub.add_parser("add", help="embed new or changed files and add them to an index")
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from openclap.index import SearchIndex, add_files, build_index_from_embeddings, build_index_from_files
     from openclap.index.builder import is_embed_dir, load_pipeline_for
 
-    progress = sys.stderr.isatty() if getattr(args, "progress", None) is None else args.progress
+    progress = progress_enabled(args)
     if args.index_command == "remove":
         index = SearchIndex.load(args.index)
         if args.paths:
@@ -118,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
-    if args.batch_size < 1 or args.workers < 0:
-        raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise UsageError("--batch-size must be >= 1 and --num-workers >= 0")
     if args.index_command == "build":
         if args.threshold < 1:
             raise UsageError(f"--threshold must be >= 1, got {args.threshold}")
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         options = EmbedOptions(
             pool=args.pool,
             batch_size=args.batch_size,
-            num_workers=args.workers,
+            num_workers=args.num_workers,
             hop_seconds=args.hop_seconds,
             progress=progress,
         )
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         options = EmbedOptions(
             pool=index.info.get("pool", "none"),
             batch_size=args.batch_size,
-            num_workers=args.workers,
+            num_workers=args.num_workers,
             hop_seconds=index.info.get("hop_seconds"),
             progress=progress,
         )

@@ -106,7 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(model=None)
     for action in parser._actions:
         if action.dest == "model":
-            action.help = "preset name or model directory (default: the index's model, else tiny)"
+            action.help = "preset name or model directory (default: the index's model, else openclap-mini)"
     parser.set_defaults(func=run)
 
 
@@ -156,12 +156,27 @@ def allowed_hosts(host: str, extra: list[str]) -> list[str]:
     return list(dict.fromkeys(n.strip("[]").lower() for n in names))
 
 
+def load_served(args: argparse.Namespace) -> tuple[object, object]:
+    """The index (or None) and the pipeline `openclap serve` serves: --model, else the index's model, else the
+    bundled openclap-mini (trained; never random weights unless a random preset is named)."""
+    import openclap
+    from openclap.index import SearchIndex, load_pipeline_for
+
+    index = SearchIndex.load(args.index) if args.index else None
+    if index is not None:
+        pipeline = load_pipeline_for(index, args.model, args.checkpoint, args.tokenizer, args.device)
+    else:
+        pipeline = openclap.load(
+            args.model or "openclap-mini", checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+        )
+    pipeline.configure(dtype=args.dtype, compile=args.compile)
+    return index, pipeline
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model (and index) and serve until interrupted."""
     import uvicorn
 
-    import openclap
-    from openclap.index import SearchIndex, load_pipeline_for
     from openclap.server import ServerSettings, create_app, uvicorn_config
 
     if not 0 <= args.port < 65536:
@@ -180,14 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 "clients use with --allowed-host",
                 file=sys.stderr,
             )
-    index = SearchIndex.load(args.index) if args.index else None
-    if index is not None:
-        pipeline = load_pipeline_for(index, args.model, args.checkpoint, args.tokenizer, args.device)
-    else:
-        pipeline = openclap.load(
-            args.model or "tiny", checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
-        )
-    pipeline.configure(dtype=args.dtype, compile=args.compile)
+    index, pipeline = load_served(args)
     settings = ServerSettings(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_duration=args.max_duration,

@@ -55,8 +55,17 @@ def convert_to_dir(
     src = Path(source)
     if format not in ("msclap", "laion", "hf"):
         raise ValueError(f"format must be msclap, laion or hf, got {format!r}")
+    if not src.exists():
+        from openclap.pretrained import missing_file_message
+
+        raise FileNotFoundError(missing_file_message(str(src), format=format))
     state_dict = load_state_dict(src)
     detected = detect_format(state_dict)
+    if detected == "openclap":
+        raise ConversionError(
+            f"{src} is already an openclap state dict: nothing to convert. Load it with --checkpoint {src} "
+            "and the --model preset it was saved from, or use its model directory with --model DIR"
+        )
     if detected != format:
         hint = src.parent if detected == "hf" and src.is_file() else src  # hf converts the whole directory
         raise ConversionError(

@@ -105,5 +105,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if p.is_dir():
         return strip_prefix(_load_hf_dir(p))
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} not found; pass the path of a downloaded weights file")
+        from openclap.pretrained import missing_file_message
+
+        raise FileNotFoundError(missing_file_message(str(p)))
     return strip_prefix(_unwrap(_load_file(p), p))
