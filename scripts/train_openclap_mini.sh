@@ -19,7 +19,8 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
 fi
 MODEL="$RUN_DIR/final"
 mkdir -p "$RUN_DIR/eval"
-ev() { openclap eval "$@" --model "$MODEL" --cache-dir "$RUN_DIR/eval/cache" --no-progress --json; }
+# --progress: the evaluations take minutes; the bars go to stderr, the JSON to stdout
+ev() { openclap eval "$@" --model "$MODEL" --cache-dir "$RUN_DIR/eval/cache" --progress --json; }
 
 # ---- validation manifests (never the test splits): the recipe's held-out ESC-10 and instrument clips, and
 # every train-split clip of the held-out FSDD speaker yweweler (450; the recipe validates on 100 of them)
@@ -78,6 +79,9 @@ for name, (manifest, split, extra) in sets.items():
     chosen[name] = max(candidates[name], key=lambda t: table[name][t])  # ties: the earlier candidate
     print(f"{name}: {chosen[name]!r} ({100 * table[name][chosen[name]]:.1f} % on validation)")
 (run / "val_templates.json").write_text(json.dumps(table, indent=2) + "\n")
+# "default": the prompt for any other label set (`openclap classify`): the one most sets chose
+picks = list(chosen.values())
+chosen = {"default": max(picks, key=picks.count), **chosen}
 (run / "templates.json").write_text(json.dumps(chosen, indent=2) + "\n")
 PY
 cp "$RUN_DIR/templates.json" "$MODEL/templates.json"

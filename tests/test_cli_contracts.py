@@ -257,3 +257,19 @@ def test_closed_pipe_exits_quietly(argv):
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
 
+
+
+def test_linear_probe_on_train_test_splits_shows_both_splits_and_no_spread():
+    from openclap.eval.report import table_rows
+
+    result = {
+        "kind": "linear-probe", "task": "single_label", "dataset": "esc10", "split": "train",
+        "folds": [{"fold": "test", "accuracy": 0.625}], "metrics": {"accuracy": 0.625, "accuracy_std": 0.0},
+        "excluded": {"count": 0}, "num_evaluated": 8, "num_items": 8,
+    }
+    [row] = table_rows([result])
+    assert row[2] == "train -> test" and row[4] == "62.5"
+    folds = dict(result, split=None, folds=[{"fold": "1", "accuracy": 0.5}, {"fold": "2", "accuracy": 0.75}],
+                 metrics={"accuracy": 0.625, "accuracy_std": 0.125})
+    [row] = table_rows([folds])
+    assert row[2] == "-" and row[4] == "62.5 ± 12.5"

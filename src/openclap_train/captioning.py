@@ -412,6 +412,9 @@ def train_captioning(
     """Run (or resume) a captioning training; returns where the final model and the evaluation went."""
     import yaml
 
+    from openclap_train.train import ensure_progress_logging
+
+    ensure_progress_logging()
     if not cfg.train_manifest:
         raise TrainConfigError(
             "train_manifest is empty; list at least one CSV/JSONL with path and caption columns"
@@ -602,6 +605,10 @@ def choose_decoding(
     with the table (the nearest-caption baseline on validation included)."""
     parts = [read_manifest(spec) for spec in cfg.val_manifest]
     val = [s for part in parts for s in part]
+    logger.info(
+        "choosing the decoding on %d validation clips: %d candidate setting(s), each decodes every clip",
+        len(val), len(cfg.decoding_candidates),
+    )
     val_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
     )

@@ -244,6 +244,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def train(config: TrainConfig, run_dir: str | Path, resume: str | None = None) -> TrainResult:
     """Run (or resume) training as ``config`` says; returns when ``max_steps``/``epochs`` are done."""
+    ensure_progress_logging()
     config.require_data()
     run_dir = Path(run_dir)
     device_kind = "cuda" if (config.device == "auto" and torch.cuda.is_available()) or config.device.startswith("cuda") else "cpu"
@@ -524,6 +525,13 @@ def setup_trainer_logging() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     log.propagate = False
+
+
+def ensure_progress_logging() -> None:
+    """Show the trainer's progress when called from Python with no logging configured (no handler on the
+    root or the ``openclap_train`` logger): the trainer is an application, its runs take minutes to hours."""
+    if not logging.getLogger().handlers and not logging.getLogger("openclap_train").handlers:
+        setup_trainer_logging()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,7 +108,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     lp.add_argument("--test-split", default=None, help="test on this split")
     lp.add_argument(
-        "--num-folds", type=int, default=5, help="stratified folds when the dataset has no official ones (default 5)"
+        "--num-folds",
+        type=int,
+        default=5,
+        help="stratified folds when the dataset has no official ones (default 5); a dataset's official folds, "
+        "or a manifest's 'fold' column, take precedence",
     )
     lp.add_argument("--folds", dest="num_folds", type=int, action=DeprecatedAlias, new="--num-folds")
     lp.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty of the probe (default 1e-3)")

@@ -64,7 +64,17 @@ def headline(result: dict[str, Any]) -> list[tuple[str, float, float | None]]:
             for k in ("R@1", "R@5", "R@10", "mAP@10")
         ]
     metric = "mAP" if result["task"] == "multi_label" else "accuracy"
-    return [(metric, m[metric], m[f"{metric}_std"])]
+    one_test_split = len(result.get("folds", [])) == 1  # train/test splits: one score, no spread to show
+    return [(metric, m[metric], None if one_test_split else m[f"{metric}_std"])]
+
+
+def _split_cell(result: dict[str, Any]) -> str:
+    """The split column: a linear probe on train/test splits shows both (train -> test)."""
+    split = str(result.get("split") or "-")
+    folds = result.get("folds", [])
+    if result["kind"] == "linear-probe" and len(folds) == 1:
+        return f"{split} -> {folds[0]['fold']}"
+    return split
 
 
 def paper_value(result: dict[str, Any], metric: str) -> float | None:
@@ -88,7 +98,7 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                 [
                     r["kind"],
                     r["dataset"],
-                    str(r.get("split") or "-"),
+                    _split_cell(r),
                     metric,
                     _pct(value, std),
                     _pct(paper_value(r, metric)),

@@ -58,7 +58,14 @@ from openclap_train.multitask.handover import load_audio_tower, save_audio_tower
 from openclap_train.multitask.model import MultiTaskAudioModel, multitask_loss
 from openclap_train.multitask.sampling import MultiTaskBatchSampler, task_probabilities
 from openclap_train.multitask.tasks import TaskData, load_tasks
-from openclap_train.train import _autocast, _deep_merge, _device, _MetricsWriter, _truncate_metrics
+from openclap_train.train import (
+    _autocast,
+    _deep_merge,
+    _device,
+    _MetricsWriter,
+    _truncate_metrics,
+    ensure_progress_logging,
+)
 
 logger = logging.getLogger("openclap_train")
 
@@ -94,6 +101,7 @@ def build_model(config: PretrainConfig, tasks: list[TaskData], clap_config: Clap
 
 def pretrain(config: PretrainConfig, run_dir: str | Path, resume: str | None = None) -> PretrainResult:
     """Run (or resume) multi-task pretraining; returns after ``max_steps``."""
+    ensure_progress_logging()
     config.require_tasks()
     device_kind = "cuda" if (config.device == "auto" and torch.cuda.is_available()) or config.device.startswith("cuda") else "cpu"
     info = init_distributed(device_kind)
