@@ -273,3 +273,23 @@ def test_linear_probe_on_train_test_splits_shows_both_splits_and_no_spread():
                  metrics={"accuracy": 0.625, "accuracy_std": 0.125})
     [row] = table_rows([folds])
     assert row[2] == "-" and row[4] == "62.5 ± 12.5"
+
+
+def test_training_from_python_shows_progress_without_logging_setup(tmp_path):
+    """The trainer called from plain Python (no logging configured) still reports its steps on stderr."""
+    import yaml
+
+    recipe = {
+        "model": "tiny", "tokenizer": "train", "tokenizer_vocab_size": 300,
+        "train_manifest": [{"path": str(DEMO / "manifest.csv"), "max_items": 8}],
+        "batch_size": 4, "max_steps": 2, "log_every": 1, "save_every": 2, "batchnorm": "frozen",
+        "model_overrides": {"audio": {"duration": 1.0}},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    code = (
+        "from openclap_train.config import load_config\nfrom openclap_train.train import train\n"
+        f"train(load_config({str(tmp_path / 'r.yaml')!r}), {str(tmp_path / 'run')!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step 1/2 loss" in proc.stderr and "step 2/2 loss" in proc.stderr, proc.stderr[-2000:]
