@@ -96,6 +96,9 @@ BLOCKS = {
     "docs/pretraining.md: python -m openclap_train.multitask.adapters esc50 ": "shell",
     "docs/pretraining.md: - {name: esc50, manifest: {path: manifests/esc50.c": "yaml",
     "docs/pretraining.md: python scripts/ablation_htsat22.py --model small -": "shell",
+    # landed by other helpers while this test was written: registered, not yet run (follow-up)
+    "docs/onnx.md: import openclap.onnx # imports numpy, soundfile, s": "pending: ONNX snippet (tests/test_onnx.py)",
+    "docs/openclap-mini.md: python scripts/make_synthetic_digits.py runs/data/": "pending: synthetic-digit recipe",
 }
 
 # Concrete commands (after joining continuation lines and dropping comments) -> expected outcome:
@@ -225,8 +228,9 @@ def synopsis_argv(command: str) -> list[str]:
     return [numeric.get(w, w) for w in words[1:]]
 
 
-def parse_check(command: str) -> None:
-    """Parse an `openclap` command line with the real parser; SystemExit means it would not run."""
+def parse_check(command: str, fragment: bool = False) -> None:
+    """Parse an `openclap` command line with the real parser; SystemExit means it would not run. A
+    ``fragment`` (inline prose naming one option) may leave required arguments out, nothing else."""
     argv = synopsis_argv(command)
     parser, rest = _nested_parser(argv)
     err = io.StringIO()
@@ -234,6 +238,8 @@ def parse_check(command: str) -> None:
         try:
             parser.parse_args(rest)
         except SystemExit as exc:
+            if fragment and "required" in err.getvalue() and "unrecognized" not in err.getvalue():
+                return
             if exc.code not in (0, None):
                 raise AssertionError(f"`{command}` does not parse: {err.getvalue().strip()}") from None
 
@@ -260,10 +266,12 @@ def shell_commands() -> list[tuple[Block, str]]:
 
 
 def test_every_openclap_command_parses():
-    commands = [c for _, c in shell_commands() if c.startswith("openclap ")] + [c for _, c in inline_commands()]
+    commands = [c for _, c in shell_commands() if c.startswith("openclap ")]
     assert len(commands) > 40
     for command in commands:
         parse_check(command)
+    for _, command in inline_commands():
+        parse_check(command, fragment=True)
 
 
 def test_every_concrete_command_is_registered():
