@@ -236,8 +236,12 @@ def test_each_subcommand_reports_usage_errors_with_its_own_usage(capsys):
 
 
 def test_embed_merge_runs_under_its_own_parser(tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for c in sorted(DEMO.glob("*.flac")):
+        shutil.copy(c, clips / c.name)
     for i in (0, 1):
-        assert main(["embed", str(DEMO), "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2",
+        assert main(["embed", str(clips), "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2",
                      "--num-workers", "0", "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["embed", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "all")]) == 0

@@ -391,7 +391,7 @@ def run_embed_job(
         files_in_chunk += 1
         if result.rows[0].status == "error":
             count_failure(report, result.rows[0].path, result.rows[0].reason)
-            logger.warning("%s", result.rows[0].reason)
+            logger.debug("%s", result.rows[0].reason)  # the caller reports report.errors (once)
         else:
             report.embedded += 1
             report.rows += len(result.rows)
