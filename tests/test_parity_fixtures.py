@@ -119,3 +119,43 @@ def test_a_changed_weight_is_caught_by_the_hash(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="regenerated weights differ"):
         _checkpoint(meta, arrays, tmp_path / "x.pth", plant=plant)
 
+
+def test_clapcap_matches_the_reference_fixture(tmp_path: Path) -> None:
+    """clapcap (msclap's captioner): the same decoded token ids (greedy and beam), audio embeddings, prefixes
+    and teacher-forced logits (each step's top 16 and 512 fixed vocabulary columns) as msclap's own code."""
+    from openclap.caption.generate import DecoderStepper, beam_search, greedy
+    from openclap.caption.pipeline import load_captioner
+
+    clapcap = _script("clapcap_parity")
+    meta, arrays = _load("clapcap")
+    ckpt = _checkpoint(meta, arrays, tmp_path / meta["checkpoint"])
+    files = clapcap.write_inputs(tmp_path, len(meta["greedy"]))
+    assert [Path(f).stem for f in files] == meta["inputs"]["demo_clips"]
+    cap = load_captioner(meta["preset"], checkpoint=ckpt)
+    ckpt.unlink()
+    model, stop, steps = cap.model, cap.tokenizer.stop_id, meta["steps"]
+    embeds = torch.from_numpy(cap.audio.embed_audio(files))
+    ref_embeds = torch.from_numpy(arrays["ref/audio_embeds"])
+    cos = torch.nn.functional.cosine_similarity(embeds, ref_embeds, dim=-1).min().item()
+    assert cos >= MIN_COS
+    with torch.no_grad():
+        prefix = model.prefix(embeds)
+    assert (prefix - torch.from_numpy(arrays["ref/prefix"])).abs().max().item() <= MAX_ABS
+
+    def with_stop(h):
+        return h.tokens + ([stop] if h.finished else [])
+
+    assert [with_stop(h) for h in greedy(DecoderStepper(model.decoder), prefix, stop, steps)] == meta["greedy"]
+    beams = beam_search(DecoderStepper(model.decoder), prefix, stop, steps, beam_size=meta["beam"], length_penalty=1.0)
+    assert [with_stop(hs[0]) for hs in beams] == meta["beam_ids"]
+    columns = clapcap.fixture_columns(meta["columns_seed"])
+    for i, ids in enumerate(meta["greedy"]):
+        with torch.no_grad():
+            out = model.decoder(inputs_embeds=torch.cat([prefix[i : i + 1], model.embed_tokens(torch.tensor([ids]))], 1))
+        logits = out.logits[0, model.prefix_length - 1 :]
+        top = torch.from_numpy(arrays[f"ref/top_ids_{i}"])
+        np.testing.assert_allclose(logits.gather(1, top).numpy(), arrays[f"ref/top_logits_{i}"], atol=MAX_ABS, rtol=0)
+        np.testing.assert_allclose(logits[:, columns].numpy(), arrays[f"ref/column_logits_{i}"], atol=MAX_ABS, rtol=0)
+    texts = [r.caption for r in cap.caption(files, generation=cap.generation_config(beam_size=meta["beam"],
+                                                                                    max_length=steps))]
+    assert [t.lower() for t in texts] == [t.strip().lower() for t in meta["beam_text"]]
