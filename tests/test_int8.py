@@ -17,12 +17,7 @@ CLIPS = sorted(p for p in DEMO.iterdir() if p.suffix == ".flac")
 PROMPTS = ["this is the sound of a dog", "this is the sound of rain", "a violin", "a clock ticking"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def test_int8_from_the_python_api_is_close_to_fp32_on_real_clips() -> None:

@@ -26,7 +26,6 @@ from openclap.onnx.export import export_onnx
 from openclap.registry import get_model_config
 from openclap.text.tokenizer import TextTokenizer, bundled_tokenizer_dir
 
-
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
 CLIPS = [DEMO / "4-183992-A-dog.flac", DEMO / "3_theo_0.flac", DEMO / "fluidr3_p040_violin_m071_v110.flac"]
 TEXTS = ["a dog barks", "rain on a tin roof, then thunder far away", "!", "Violin."]
@@ -102,12 +101,7 @@ def check_parity(pipeline: openclap.ClapPipeline, out: Path) -> None:
     assert float(np.abs(got[0] - runtime.embed_text(TEXTS[1:2])[0]).max()) > 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 @pytest.mark.parametrize("preset", ["msclap-2023", "msclap-2022", "laion-htsat-tiny-roberta"])
