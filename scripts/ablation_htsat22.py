@@ -111,7 +111,6 @@ def run_one(args: argparse.Namespace, row: str, seed: int) -> dict[str, Any]:
     """Train one row for one seed; returns its final metrics (+ wall times)."""
     from openclap_train.config import TrainConfig, build
     from openclap_train.multitask.config import PretrainConfig
-    from openclap_train.multitask.handover import train_clap_with_audio_tower
     from openclap_train.multitask.train import pretrain
     from openclap_train.train import train
 
@@ -130,8 +129,8 @@ def run_one(args: argparse.Namespace, row: str, seed: int) -> dict[str, Any]:
         pre = pretrain(pt, base / "pretrain")
         out["pretrain_s"] = time.perf_counter() - t0
         out["pretrain_val"] = {k: v for k, v in pre.last_metrics.items() if k.startswith("val/")}
-        result = train_clap_with_audio_tower(build(TrainConfig, clap_config(args, seed, C)), base / "clap",
-                                             pre.final_dir)
+        result = train(build(TrainConfig, {**clap_config(args, seed, C), "init_audio": str(pre.final_dir)}),
+                       base / "clap")
         out.update(clap_steps=C, pretrain_steps=P)
     out["wall_s"] = time.perf_counter() - t0
     out["metrics"] = {k: v for k, v in result.last_metrics.items() if k.startswith("val/")}
@@ -153,9 +152,9 @@ def probe_towers(args: argparse.Namespace, out_dir: Path) -> str:
     from openclap.config import ClapConfig
     from openclap.eval.linear_probe import ProbeConfig, predict_scores, train_logistic
     from openclap.factory import resolve_config
+    from openclap_train.audio_tower import load_audio_tower
     from openclap_train.multitask.config import HeadConfig
     from openclap_train.multitask.evaluate import clip_features
-    from openclap_train.multitask.handover import load_audio_tower
     from openclap_train.multitask.model import MultiTaskAudioModel
 
     data = resolve_config(args.model).to_dict()

@@ -12,13 +12,8 @@ from safetensors.torch import load_file
 
 from openclap.config import ClapConfig
 from openclap.factory import CheckpointError, create_model, resolve_config
+from openclap_train.audio_tower import TOWER_WEIGHTS, load_audio_tower, read_audio_tower
 from openclap_train.multitask.config import load_pretrain_config
-from openclap_train.multitask.handover import (
-    TOWER_WEIGHTS,
-    load_audio_tower,
-    read_audio_tower,
-    train_clap_with_audio_tower,
-)
 from openclap_train.multitask.train import model_config_of, pretrain
 
 OVERRIDES = {"audio": {"duration": 1.0}}
@@ -125,16 +120,20 @@ def test_final_tower_loads_strictly_into_clap(shared_data: Path, finished_run: P
 
 def test_openclap_train_starts_from_the_tower(shared_data: Path, finished_run: Path, tmp_path: Path) -> None:
     """init_audio hand-over into `openclap train`: with a frozen audio tower the CLAP audio encoder is the tower."""
+    import yaml
+
     import openclap
     from openclap_train.config import TrainConfig, build
+    from openclap_train.train import train
 
     clap_cfg = build(TrainConfig, {
         "model": "tiny", "model_overrides": OVERRIDES, "tokenizer": "train", "tokenizer_vocab_size": 300,
         "train_manifest": [{"path": str(shared_data / "fsdd" / "manifest.csv"), "split": "train", "max_items": 8}],
         "batch_size": 4, "max_steps": 1, "freeze_audio": True, "save_every": 1, "seed": 1,
+        "init_audio": str(finished_run / "final"),
     })
-    result = train_clap_with_audio_tower(clap_cfg, tmp_path / "clap", finished_run / "final")
-    assert json.loads((tmp_path / "clap" / "init_audio.json").read_text())["init_audio"].endswith("final")
+    result = train(clap_cfg, tmp_path / "clap")
+    assert yaml.safe_load((tmp_path / "clap" / "config.yaml").read_text())["init_audio"].endswith("final")
     model = openclap.load(str(result.final_dir)).model  # the CLAP model directory openclap train wrote
     tower = load_file(str(finished_run / "final" / TOWER_WEIGHTS))
     own = model.state_dict()
@@ -142,7 +141,7 @@ def test_openclap_train_starts_from_the_tower(shared_data: Path, finished_run: P
     # a tower of another audio config stops the CLAP run before it starts
     with pytest.raises(CheckpointError):
         bad = build(TrainConfig, {**clap_cfg.to_dict(), "model_overrides": {}})
-        train_clap_with_audio_tower(bad, tmp_path / "clap-bad", finished_run / "final")
+        train(bad, tmp_path / "clap-bad")
 
 
 def test_cli_command(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -270,13 +270,13 @@ def test_cli_modules_train_and_tokenizer(tmp_path, shared_data, capsys):
 
 def test_init_audio_loads_only_the_audio_tower(tmp_path):
     from openclap.factory import CheckpointError, save_model_dir
-    from openclap_train.train import load_audio_tower_weights
+    from openclap_train.audio_tower import load_audio_tower
 
     src = create_model(get_model_config("tiny"), seed=7)
     save_model_dir(src, tmp_path / "src")
     dst = create_model(get_model_config("tiny"), seed=8)
     text_before = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("text_")}
-    load_audio_tower_weights(dst, tmp_path / "src")
+    load_audio_tower(dst, tmp_path / "src")
     for k, v in dst.state_dict().items():
         if k.startswith("audio_encoder."):
             assert torch.equal(v, src.state_dict()[k])
@@ -284,4 +284,4 @@ def test_init_audio_loads_only_the_audio_tower(tmp_path):
             assert torch.equal(v, text_before[k])
     other = create_model(get_model_config("small"))
     with pytest.raises(CheckpointError, match="does not fit the audio tower"):
-        load_audio_tower_weights(other, tmp_path / "src")
+        load_audio_tower(other, tmp_path / "src")

@@ -32,7 +32,7 @@ _EXPORTS = {
     "AudioLoadError": "openclap.audio.io",
     "load_audio": "openclap.audio.io",
     "TextInputError": "openclap.text.tokenizer",
-    "CheckpointError": "openclap.factory",
+    "CheckpointError": "openclap.errors",
     "load_captioner": "openclap.caption",
 }
 
@@ -62,7 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from openclap.audio.io import AudioLoadError, load_audio
     from openclap.caption import load_captioner
     from openclap.config import AudioConfig, ClapConfig, TextConfig
-    from openclap.factory import CheckpointError, create_model, load_model
+    from openclap.errors import CheckpointError
+    from openclap.factory import create_model, load_model
     from openclap.model import ClapModel, ClapOutput
     from openclap.pipeline import AudioEmbedding, ClapPipeline, Classification, load
     from openclap.registry import get_model_config, list_models

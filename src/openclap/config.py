@@ -9,56 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from openclap.builder import build, check_literals
+from openclap.errors import ConfigError  # re-exported: openclap.config.ConfigError is public
 
 AudioEncoderName = Literal["htsat", "cnn14"]
 TextEncoderName = Literal["gpt2", "bert", "roberta"]
 PoolingName = Literal["last", "count_nonpad", "cls", "mean", "pooler"]
 PadModeName = Literal["repeat", "zero", "repeatpad"]
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid."""
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses; unknown keys fail."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # missing required fields
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where) if len(inner) == 1 else value
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else _build(hint, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 def _to_dict(obj: Any) -> Any:
@@ -75,7 +35,7 @@ class _DictMixin:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """Build from a plain dict (e.g. parsed JSON); unknown keys raise ``ConfigError``."""
-        return _build(cls, data, cls.__name__)
+        return build(cls, data, cls.__name__, ConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, JSON serialisable."""
@@ -187,16 +147,13 @@ class AudioConfig(_DictMixin):
     window_hop: float | None = None  # seconds between windows of long clips; None = duration / 2
 
     def __post_init__(self) -> None:
-        if self.encoder not in ("htsat", "cnn14"):
-            raise ConfigError(f"audio encoder must be 'htsat' or 'cnn14', got {self.encoder!r}")
+        check_literals(self, ConfigError, "audio")
         if self.encoder == "htsat" and self.htsat is None:
             object.__setattr__(self, "htsat", HTSATConfig())
         if self.encoder == "cnn14" and self.cnn14 is None:
             object.__setattr__(self, "cnn14", CNN14Config())
         if self.duration <= 0:
             raise ConfigError(f"duration must be positive, got {self.duration}")
-        if self.pad_mode not in ("repeat", "zero", "repeatpad"):
-            raise ConfigError(f"pad_mode must be 'repeat', 'zero' or 'repeatpad', got {self.pad_mode!r}")
         if self.window_hop is not None and not 0 < self.window_hop <= self.duration:
             raise ConfigError(f"window_hop must be in (0, duration={self.duration}], got {self.window_hop}")
 
@@ -250,18 +207,9 @@ class TextConfig(_DictMixin):
     truncation: Literal["keep_suffix", "right", "none"] = "keep_suffix"
 
     def __post_init__(self) -> None:
-        if self.encoder not in ("gpt2", "bert", "roberta"):
-            raise ConfigError(f"text encoder must be gpt2, bert or roberta, got {self.encoder!r}")
-        if self.pooling not in ("last", "count_nonpad", "cls", "mean", "pooler"):
-            raise ConfigError(
-                f"pooling must be last, count_nonpad, cls, mean or pooler, got {self.pooling!r}"
-            )
+        check_literals(self, ConfigError, "text")
         if self.max_length <= 1:
             raise ConfigError(f"max_length must be > 1, got {self.max_length}")
-        if self.padding not in ("max_length", "longest"):
-            raise ConfigError(f"padding must be 'max_length' or 'longest', got {self.padding!r}")
-        if self.truncation not in ("keep_suffix", "right", "none"):
-            raise ConfigError(f"truncation must be keep_suffix, right or none, got {self.truncation!r}")
 
     @property
     def width(self) -> int:
@@ -291,5 +239,4 @@ class ClapConfig(_DictMixin):
             raise ConfigError(f"embed_dim must be positive, got {self.embed_dim}")
         if not 0 <= self.projection_dropout < 1:
             raise ConfigError(f"projection_dropout must be in [0, 1), got {self.projection_dropout}")
-        if self.projection not in ("msclap", "laion"):
-            raise ConfigError(f"projection must be 'msclap' or 'laion', got {self.projection!r}")
+        check_literals(self, ConfigError)

@@ -11,6 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openclap.config import ClapConfig
+from openclap.errors import (
+    CheckpointError,  # noqa: F401 - re-exported: openclap.factory.CheckpointError is public
+    check_state_dict,
+)
 from openclap.model import ClapModel
 from openclap.registry import bundled_model_dir, get_model_config
 
@@ -26,10 +30,6 @@ RANDOM_WEIGHTS_WARNING = (
     "model %r has seeded RANDOM weights (no checkpoint): its embeddings and scores are meaningless; "
     "use a trained model (openclap-mini, a model directory, or a preset with --checkpoint)"
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model it is loaded into."""
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -91,34 +91,12 @@ def create_model(config: ClapConfig, seed: int = RANDOM_INIT_SEED) -> ClapModel:
     return model.eval()
 
 
-def state_dict_problems(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
-    """Human-readable differences between a model's and a checkpoint's keys and shapes (empty if none)."""
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    wrong_shape = [
-        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(given))
-        if own[k].shape != given[k].shape
-    ]
-    problems = []
-    if wrong_shape:
-        problems.append(f"{len(wrong_shape)} shape mismatch(es): " + "; ".join(wrong_shape[:5]))
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {missing[:5]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {unexpected[:5]}")
-    return problems
-
-
 def load_weights(model: ClapModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state_dict`` strictly, with errors naming every missing, unexpected or mis-shaped key."""
-    problems = state_dict_problems(model.state_dict(), state_dict)
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit model {model.config.name!r}: "
-            + " | ".join(problems)
-            + ". The checkpoint was probably made for another preset: pass the matching model name."
-        )
+    check_state_dict(
+        model.state_dict(), state_dict, f"{source} does not fit model {model.config.name!r}",
+        "The checkpoint was probably made for another preset: pass the matching model name.",
+    )
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -49,6 +49,7 @@ from openclap.caption.metrics import expected_cider_d_per_item, score_captions
 from openclap.caption.pipeline import CaptionPipeline, CaptionTokenizer
 from openclap.caption.rerank import ClapReranker, NeighbourCaptions, bundled_clap
 from openclap.config import ClapConfig, TextConfig
+from openclap.errors import state_dict_fingerprint
 from openclap.factory import TOKENIZER_DIR, create_model, is_model_dir, load_model
 from openclap.model import ClapModel
 from openclap.pipeline import ClapPipeline
@@ -294,9 +295,7 @@ def _fingerprint(model, samples: list) -> str:
     h = hashlib.sha256()
     for s in samples:
         h.update(s.path.encode())
-    for k, v in sorted(model.state_dict().items()):
-        if k.startswith(("audio_encoder.", "audio_projection.")) and v.is_floating_point():
-            h.update(k.encode() + np.float64(v.double().abs().sum()).tobytes())
+    h.update(state_dict_fingerprint(model.state_dict(), prefixes=("audio_encoder.", "audio_projection.")).encode())
     return h.hexdigest()
 
 

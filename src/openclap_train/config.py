@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from openclap.builder import build as build_dataclass
+from openclap.builder import check_literals
+from openclap.errors import ConfigError
 
-class TrainConfigError(ValueError):
+
+class TrainConfigError(ConfigError):
     """A training configuration is invalid; the message names the key and the allowed values."""
 
 
@@ -73,6 +75,11 @@ class ManifestSpec:
     extra_captions: list[str] = field(default_factory=list)
     extra_caption_prob: float = 0.0
     reference_group: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_string(cls, path: str) -> ManifestSpec:
+        """A manifest given by its path alone (every row)."""
+        return cls(path=path)
 
     def __post_init__(self) -> None:
         if self.repeat < 1 or not 0 <= self.extra_caption_prob <= 1:
@@ -230,19 +237,13 @@ class TrainConfig:
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
+        check_literals(self, TrainConfigError)
         checks = [
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.optimizer in ("adamw", "adam"), f"optimizer must be adamw or adam, got {self.optimizer!r}"),
-            (self.schedule in ("cosine", "plateau", "constant"),
-             f"schedule must be cosine, plateau or constant, got {self.schedule!r}"),
-            (self.positives in ("index", "label"), f"positives must be index or label, got {self.positives!r}"),
-            (self.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {self.precision!r}"),
-            (self.batchnorm in ("train", "frozen", "sync"),
-             f"batchnorm must be train, frozen or sync, got {self.batchnorm!r}"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive or null, got {self.grad_clip}"),
@@ -278,75 +279,9 @@ def plain_data(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ parsing
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise TrainConfigError(f"{where} may not be null")
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if hint is Any:
-        return value
-    if origin is Literal:
-        if value not in args:
-            raise TrainConfigError(f"{where} must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        if hint is ManifestSpec and isinstance(value, str):
-            return ManifestSpec(path=value)
-        return build(hint, value, where)
-    if origin is list:
-        items = value if isinstance(value, list) else [value]  # a single item is a one-item list
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(items)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TrainConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TrainConfigError(f"{where} must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrainConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrainConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TrainConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise TrainConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
-
-
 def build(cls: type, data: Any, where: str | None = None) -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ``TrainConfigError``."""
-    where = where or cls.__name__
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise TrainConfigError(f"{where}: unknown key(s) {unknown}; allowed keys: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise TrainConfigError(f"{where}: {exc}") from exc
+    return build_dataclass(cls, data, where, TrainConfigError)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

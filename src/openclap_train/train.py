@@ -52,6 +52,7 @@ from openclap.model import ClapModel
 from openclap.pipeline import ClapPipeline
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
+from openclap_train.audio_tower import load_audio_tower
 from openclap_train.config import TrainConfig, TrainConfigError, load_config, save_config
 from openclap_train.data import (
     EpochBatchSampler,
@@ -146,7 +147,7 @@ def prepare_model(config: TrainConfig, run_dir: Path, info: DistInfo) -> tuple[C
             load_checkpoint(model, init)
         logger.info("initialised from %s", init)
     if config.init_audio:
-        load_audio_tower_weights(model, config.init_audio)
+        load_audio_tower(model, config.init_audio)
         logger.info("audio tower initialised from %s", config.init_audio)
     if config.init_text:
         model.text_encoder.load_transformer_weights(config.init_text)
@@ -155,44 +156,6 @@ def prepare_model(config: TrainConfig, run_dir: Path, info: DistInfo) -> tuple[C
         raise TrainConfigError(f"text max_length {model_config.text.max_length} exceeds the text tower's "
                                f"{model.text_encoder.max_positions} positions")
     return model, tokenizer
-
-
-AUDIO_PREFIXES = ("audio_encoder.", "audio_frontend.")
-
-
-def load_audio_tower_weights(model: ClapModel, source: str | Path) -> None:
-    """Load the audio tower (``audio_encoder.*``, ``audio_frontend.*``) from a directory or safetensors file;
-    every tower key must be present with the right shape (``CheckpointError`` otherwise)."""
-    from safetensors.torch import load_file
-
-    from openclap.factory import CheckpointError
-
-    path = Path(source)
-    if path.is_dir() and (path / "audio_tower.safetensors").is_file():
-        # An `openclap pretrain-audio` final/ directory: its loader also checks the audio config.
-        from openclap_train.multitask.handover import load_audio_tower
-
-        load_audio_tower(model, path)
-        return
-    if path.is_dir():
-        candidates = [path / WEIGHTS_NAME]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{path} holds neither audio_tower.safetensors nor {WEIGHTS_NAME}")
-        path = found
-    elif not path.is_file():
-        raise FileNotFoundError(f"init_audio {path} not found; give an audio-tower/model directory or .safetensors")
-    tensors = {k: v for k, v in load_file(str(path)).items() if k.startswith(AUDIO_PREFIXES)}
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(AUDIO_PREFIXES)}
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(tensors))
-              if tensors[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{path} does not fit the audio tower of {model.config.name!r}: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}; was it trained with "
-                              "the same audio config?")
-    model.load_state_dict(tensors, strict=False)
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:

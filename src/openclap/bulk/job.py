@@ -9,7 +9,6 @@ batches windows from all files into model calls of ``batch_size`` windows, pools
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from openclap.audio.io import is_not_audio
 from openclap.bulk.reader import Piece, WindowPlan, iter_decoded
 from openclap.bulk.store import ChunkStore, Row, file_key
+from openclap.errors import state_dict_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -160,17 +160,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     known = getattr(model, "openclap_fingerprint", None)  # set by quantize_int8 on its copies
     if known is not None:
         return known
-    h = hashlib.sha256()
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
-            t = tensor.detach().double()
-            h.update(name.encode())
-            h.update(np.float64(t.sum().item()).tobytes())
-            h.update(np.float64(t.abs().sum().item()).tobytes())
-    return h.hexdigest()[:16]
+    extra = config.to_dict() if config is not None and hasattr(config, "to_dict") else None
+    return state_dict_fingerprint(model.state_dict(), extra=extra)[:16]
 
 
 def window_plan(pipeline, hop_seconds: float | None, block_seconds: float) -> WindowPlan:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
+from openclap.builder import check_literals
 from openclap.config import AudioConfig, ConfigError, TextConfig, _DictMixin
 
 MapperType = Literal["transformer", "mlp"]
@@ -42,8 +43,7 @@ class MapperConfig(_DictMixin):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.type not in ("transformer", "mlp"):
-            raise ConfigError(f"mapper type must be 'transformer' or 'mlp', got {self.type!r}")
+        check_literals(self, ConfigError, "mapper")
         if self.prefix_length < 1 or self.clip_length < 1:
             raise ConfigError(
                 f"prefix_length and clip_length must be >= 1, got {self.prefix_length} and {self.clip_length}"
@@ -75,8 +75,7 @@ class CaptionConfig(_DictMixin):
             raise ConfigError(f"embed_dim must be positive, got {self.embed_dim}")
         if self.text.encoder != "gpt2":
             raise ConfigError(f"the caption decoder must be gpt2, got text.encoder={self.text.encoder!r}")
-        if self.projection not in ("msclap", "laion"):
-            raise ConfigError(f"projection must be 'msclap' or 'laion', got {self.projection!r}")
+        check_literals(self, ConfigError)
         width = self.text.width
         if self.mapper.type == "transformer" and width % self.mapper.num_heads:
             raise ConfigError(

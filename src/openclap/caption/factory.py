@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from openclap.caption.config import CaptionConfig, get_caption_config
 from openclap.caption.model import TIED_KEY, TIED_SOURCE, CaptionModel
-from openclap.factory import CheckpointError, state_dict_problems
+from openclap.errors import CheckpointError, check_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +85,8 @@ def load_caption_weights(model: CaptionModel, state_dict: dict[str, torch.Tensor
         and not torch.equal(given[TIED_KEY], given[TIED_SOURCE])
     ):
         raise CheckpointError(f"{source}: {TIED_KEY} differs from {TIED_SOURCE}, but the decoder ties them")
-    problems = state_dict_problems(own, given)
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit caption model {model.config.name!r}: "
-            + " | ".join(problems)
-            + ". Pass the caption preset the checkpoint was made for."
-        )
+    check_state_dict(own, given, f"{source} does not fit caption model {model.config.name!r}",
+                     "Pass the caption preset the checkpoint was made for.")
     model.load_state_dict(given, strict=True)
 
 

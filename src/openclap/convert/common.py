@@ -11,7 +11,7 @@ from torch import Tensor
 
 from openclap.config import ClapConfig
 from openclap.convert.report import ConversionReport
-from openclap.factory import CheckpointError
+from openclap.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from openclap.factory import CheckpointError
+from openclap.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 

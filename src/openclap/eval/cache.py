@@ -16,8 +16,6 @@ once in one log line; the caller's report carries the counts and the list.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openclap.errors import state_dict_fingerprint
 from openclap.eval.datasets.base import EvalDataset
 
 logger = logging.getLogger(__name__)
@@ -44,14 +43,8 @@ def default_cache_dir() -> Path:
 
 
 def model_fingerprint(model: torch.nn.Module, config: dict) -> str:
-    """Hex digest of a model's config and weights (names, shapes, dtypes, values)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    """Hex digest of a model's config and weights (names, shapes, dtypes, bytes)."""
+    return state_dict_fingerprint(model.state_dict(), extra=config)
 
 
 def pipeline_fingerprint(pipeline: object) -> str:

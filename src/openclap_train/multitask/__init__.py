@@ -3,6 +3,6 @@
 Modules: ``config`` (TaskSpec, SamplingConfig, PretrainConfig), ``tasks`` (manifest rows -> targets),
 ``sampling`` (proportional / uniform / temperature task mixing, mixed or homogeneous batches), ``model``
 (tower + per-task heads, losses), ``data`` (crops keyed by task), ``evaluate`` (per-task validation),
-``handover`` (the ``final/`` audio-tower directory and ``load_audio_tower``), ``train`` (the run loop).
+``train`` (the run loop); the ``final/`` audio-tower directory is ``openclap_train.audio_tower``'s.
 Nothing is imported here so that ``import openclap_train.multitask.config`` stays light.
 """

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from openclap.builder import check_literals
 from openclap_train.config import (
     AugmentConfig,
     ManifestSpec,
@@ -39,10 +40,6 @@ from openclap_train.config import (
     read_recipe,
     save_config,
 )
-
-TASK_TYPES = ("single_label", "multi_label", "regression")
-SAMPLING_POLICIES = ("proportional", "uniform", "temperature")
-BATCH_MODES = ("mixed", "homogeneous")
 
 
 @dataclass
@@ -76,8 +73,7 @@ class TaskSpec:
         where = f"task {self.name!r}"
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise TrainConfigError(f"task name {self.name!r} must be non-empty letters, digits, '_' or '-'")
-        if self.type not in TASK_TYPES:
-            raise TrainConfigError(f"{where}: type must be one of {list(TASK_TYPES)}, got {self.type!r}")
+        check_literals(self, TrainConfigError, where)
         if not self.target:
             raise TrainConfigError(f"{where}: target must name at least one column")
         if len(self.target) > 1 and self.type != "multi_label":
@@ -110,10 +106,7 @@ class SamplingConfig:
     batches: Literal["mixed", "homogeneous"] = "mixed"
 
     def __post_init__(self) -> None:
-        if self.policy not in SAMPLING_POLICIES:
-            raise TrainConfigError(f"sampling.policy must be one of {list(SAMPLING_POLICIES)}, got {self.policy!r}")
-        if self.batches not in BATCH_MODES:
-            raise TrainConfigError(f"sampling.batches must be one of {list(BATCH_MODES)}, got {self.batches!r}")
+        check_literals(self, TrainConfigError, "sampling")
         if not 0.0 <= self.temperature <= 1.0:
             raise TrainConfigError(f"sampling.temperature must be in [0, 1], got {self.temperature}")
 

@@ -13,9 +13,8 @@ from torch import nn
 from openclap.audio.encoders import build_audio_encoder
 from openclap.audio.frontend import LogMelFrontend
 from openclap.config import AudioConfig
+from openclap_train.audio_tower import TOWER_PREFIXES
 from openclap_train.multitask.config import HeadConfig
-
-TOWER_PREFIXES = ("audio_frontend.", "audio_encoder.")
 
 
 class TaskHead(nn.Module):

@@ -13,7 +13,7 @@ of processes). The run directory is laid out as ``openclap train``'s (the same c
 distributed machinery from ``openclap_train`` is used): ``config.yaml``, ``model_config.json``,
 ``metrics.jsonl`` (train loss per task, ``val/<task>/<metric>``), ``checkpoints/`` (tower + heads,
 optimiser, schedule, RNG, step) and ``final/``, an audio-tower directory (heads dropped) that
-``openclap train`` takes as ``init_audio`` (see ``openclap_train.multitask.handover``).
+``openclap train`` takes as ``init_audio`` (see ``openclap_train.audio_tower``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import openclap
 from openclap.config import ClapConfig
 from openclap.factory import resolve_config
 from openclap_train import checkpoint as ckpt
+from openclap_train.audio_tower import load_audio_tower, save_audio_tower
 from openclap_train.config import TrainConfigError
 from openclap_train.distributed import (
     DistInfo,
@@ -54,7 +55,6 @@ from openclap_train.engine import (
 from openclap_train.multitask.config import PretrainConfig, load_pretrain_config, save_pretrain_config
 from openclap_train.multitask.data import MultiTaskDataset, batch_targets, multitask_loader
 from openclap_train.multitask.evaluate import ValAudio, evaluate_tasks
-from openclap_train.multitask.handover import load_audio_tower, save_audio_tower
 from openclap_train.multitask.model import MultiTaskAudioModel, multitask_loss
 from openclap_train.multitask.sampling import MultiTaskBatchSampler, task_probabilities
 from openclap_train.multitask.tasks import TaskData, load_tasks

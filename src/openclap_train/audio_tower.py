@@ -1,5 +1,7 @@
 """Hand-over of a pretrained audio tower to CLAP: the ``final/`` directory of ``openclap pretrain-audio``.
 
+``openclap pretrain-audio`` writes an audio-tower directory; ``openclap train`` starts from it with
+``init_audio: DIR`` (``load_audio_tower``, which also reads a CLAP model directory or a ``.safetensors`` file).
 An audio-tower directory holds:
 
     config.json               the full ClapConfig the tower was built from (preset + model_overrides)
@@ -22,9 +24,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from openclap.config import ClapConfig
-from openclap.factory import CONFIG_NAME, CheckpointError
+from openclap.errors import CheckpointError, check_state_dict
+from openclap.factory import CONFIG_NAME, WEIGHTS_NAME
 from openclap.model import ClapModel
-from openclap_train.multitask.model import TOWER_PREFIXES
+
+# the tower's keys in ClapModel (and in the multi-task model, whose tower has the same names)
+TOWER_PREFIXES = ("audio_frontend.", "audio_encoder.")
 
 TOWER_WEIGHTS = "audio_tower.safetensors"
 TASKS_NAME = "tasks.json"
@@ -69,60 +74,34 @@ def _diff(a: Any, b: Any, prefix: str = "audio") -> list[str]:
     return [] if a == b else [f"{prefix}: tower {a!r} vs model {b!r}"]
 
 
-def load_audio_tower(model: ClapModel | nn.Module, directory: str | os.PathLike) -> None:
-    """Load a pretrained audio tower into ``model`` strictly (same audio config, same keys and shapes).
+def load_audio_tower(model: ClapModel | nn.Module, source: str | os.PathLike) -> None:
+    """Load an audio tower into ``model`` strictly; its other parameters are left untouched.
 
-    ``model`` is a ``ClapModel`` or any module with ``audio_frontend`` and ``audio_encoder`` and an
-    ``audio_config`` attribute (e.g. ``MultiTaskAudioModel``); its other parameters are left untouched.
+    ``source``: an audio-tower directory (its audio config must equal the model's), a CLAP model directory
+    or a ``.safetensors`` file (its ``audio_frontend.*``/``audio_encoder.*`` tensors). ``model`` is a
+    ``ClapModel`` or any module with ``audio_frontend``, ``audio_encoder`` and ``audio_config`` (e.g.
+    ``MultiTaskAudioModel``). Every tower key must be present with the right shape (``CheckpointError``).
     """
-    config, tower = read_audio_tower(directory)
+    path = Path(source)
     audio = model.config.audio if isinstance(model, ClapModel) else model.audio_config
     name = model.config.name if isinstance(model, ClapModel) else type(model).__name__
-    diffs = _diff(config.audio.to_dict(), audio.to_dict())
-    if diffs:
-        raise CheckpointError(f"audio tower {directory} was built for another audio config ({'; '.join(diffs[:5])}); "
-                              "use the same model preset and model_overrides.audio as the pretraining run")
+    if is_audio_tower_dir(path):
+        config, tower = read_audio_tower(path)
+        diffs = _diff(config.audio.to_dict(), audio.to_dict())
+        if diffs:
+            raise CheckpointError(f"audio tower {path} was built for another audio config ({'; '.join(diffs[:5])}); "
+                                  "use the same model preset and model_overrides.audio as the pretraining run")
+    else:
+        if path.is_dir():
+            if not (path / WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"{path} is not an audio-tower directory ({TOWER_WEIGHTS}) nor a model directory "
+                                        f"({WEIGHTS_NAME}); pass the final/ directory of an `openclap pretrain-audio` run")
+            path = path / WEIGHTS_NAME
+        elif not path.is_file():
+            raise FileNotFoundError(f"init_audio {path} not found; give an audio-tower/model directory or .safetensors")
+        tower = {k: v for k, v in load_file(str(path)).items() if k.startswith(TOWER_PREFIXES)}
     own = {k: v for k, v in model.state_dict().items() if k.startswith(TOWER_PREFIXES)}
-    missing, unexpected = sorted(set(own) - set(tower)), sorted(set(tower) - set(own))
-    shapes = [f"{k}: tower {tuple(tower[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(tower)) if own[k].shape != tower[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"audio tower {directory} does not fit model {name!r}: "
-                              f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-                              f"{len(shapes)} shape mismatches {shapes[:5]}")
+    check_state_dict(own, tower, f"{source} does not fit the audio tower of {name!r}",
+                     "Was it trained with the same audio config (model preset and model_overrides.audio)?")
     for prefix, module in (("audio_frontend.", model.audio_frontend), ("audio_encoder.", model.audio_encoder)):
         module.load_state_dict({k[len(prefix):]: v for k, v in tower.items() if k.startswith(prefix)}, strict=True)
-
-
-def train_clap_with_audio_tower(config: Any, run_dir: str | os.PathLike, audio_dir: str | os.PathLike,
-                                resume: str | None = None) -> Any:
-    """``openclap train`` (``openclap_train.train.train``) whose CLAP audio tower starts from ``audio_dir``.
-
-    When the trainer's config has an ``init_audio`` key it is used as is; otherwise (until the trainer
-    grows that key) the trainer's ``prepare_model`` is wrapped for the duration of the call so that the
-    tower is loaded, strictly, right after the model is built (before a resumed checkpoint, which then
-    overrides it). ``run_dir/init_audio.json`` records where the tower came from.
-    """
-    import importlib
-
-    trainer = importlib.import_module("openclap_train.train")  # the module (the package exports a `train` function)
-
-    audio_dir = Path(audio_dir)
-    read_audio_tower(audio_dir)  # fail early, before the trainer starts, if it is not a tower directory
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / "init_audio.json").write_text(json.dumps({"init_audio": str(audio_dir.resolve())}) + "\n")
-    if hasattr(config, "init_audio"):
-        config.init_audio = str(audio_dir)
-        return trainer.train(config, run_dir, resume=resume)
-    original = trainer.prepare_model
-
-    def prepare_model(cfg: Any, rdir: Path, info: Any) -> Any:
-        model, tokenizer = original(cfg, rdir, info)
-        load_audio_tower(model, audio_dir)
-        return model, tokenizer
-
-    trainer.prepare_model = prepare_model
-    try:
-        return trainer.train(config, run_dir, resume=resume)
-    finally:
-        trainer.prepare_model = original
