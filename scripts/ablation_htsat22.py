@@ -72,14 +72,9 @@ def clap_config(args: argparse.Namespace, seed: int, steps: int) -> dict[str, An
         "zeroshot_template": "the sound of {}",
         "augment": {"gain_db": 6.0},
         "batch_size": args.batch_size,
-        "optimizer": "adamw",
-        "lr": args.lr,
-        "weight_decay": 0.01,
-        "warmup_steps": 10,
-        "schedule": "cosine",
-        "min_lr_ratio": 0.05,
+        "optim": {"optimizer": "adamw", "lr": args.lr, "weight_decay": 0.01, "warmup_steps": 10,
+                  "schedule": "cosine", "min_lr_ratio": 0.05, "grad_clip": 1.0},
         "max_steps": steps,
-        "grad_clip": 1.0,
         "seed": seed,
         "log_every": 25,
         "eval_every": 0,
@@ -101,7 +96,8 @@ def pretrain_config(args: argparse.Namespace, seed: int, single_task: bool) -> d
         tasks = [t for t in tasks if t["name"] == "esc10_class"]
     recipe.update(
         model=args.model, model_overrides=model_overrides(args.duration), tasks=tasks, batch_size=args.batch_size,
-        lr=args.lr, warmup_steps=10, max_steps=args.pretrain_steps, seed=seed, log_every=25, eval_every=0,
+        optim={**recipe.get("optim", {}), "lr": args.lr, "warmup_steps": 10}, max_steps=args.pretrain_steps,
+        seed=seed, log_every=25, eval_every=0,
         save_every=10_000, keep_checkpoints=1,
     )
     return recipe

@@ -18,7 +18,7 @@ from openclap.pipeline import ClapPipeline
 from openclap.registry import get_model_config
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train.captioning import CaptionTrainConfig, build_caption_model, train_captioning
-from openclap_train.config import ManifestSpec
+from openclap_train.config import ManifestSpec, OptimConfig
 
 BEAM = 6
 
@@ -181,7 +181,7 @@ def test_trainer_chooses_the_decoding_on_validation(setup: dict) -> None:
         val_manifest=[ManifestSpec(**specs, split="test")],
         test_manifest=[ManifestSpec(**specs, split="test")],
         batch_size=4,
-        warmup_steps=2,
+        optim=OptimConfig(lr=1e-3, warmup_steps=2, weight_decay=0.01, min_lr_ratio=0.05, grad_clip=1.0),
         max_steps=4,
         log_every=2,
         eval_every=4,

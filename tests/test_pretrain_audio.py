@@ -41,7 +41,7 @@ def test_config_parses_tasks_and_rejects_mistakes(tmp_path: Path) -> None:
     assert cfg.tasks[0].target == ["digit"] and cfg.tasks[0].type == "single_label"
     assert cfg.tasks[1].manifest == ManifestSpec(path="b.csv", split="train")
     assert cfg.sampling.policy == "uniform" and cfg.sampling.batches == "homogeneous"
-    assert cfg.optim_config().lr == cfg.lr  # optimisation keys go to the trainer's engine unchanged
+    assert cfg.optim.weight_decay == 0.01 and cfg.optim.lr == 1e-3  # pretraining's own optimiser defaults
 
     with pytest.raises(TrainConfigError, match="unknown key"):
         load_pretrain_config(recipe, ["sampling.temprature=0.3"])

@@ -17,9 +17,10 @@ from openclap.factory import create_model, get_model_config
 from openclap.pipeline import ClapPipeline
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
-from openclap_train.config import AugmentConfig, ManifestSpec, TrainConfig, TrainConfigError, load_config
+from openclap_train.config import AugmentConfig, ManifestSpec, OptimConfig, TrainConfigError, load_config
 from openclap_train.data import EpochBatchSampler, ManifestDataset, augment_wave, read_manifest
-from openclap_train.engine import LrSchedule, param_groups
+from openclap_train.engine import param_groups
+from openclap_train.schedule import LrSchedule
 from openclap_train.train import main
 
 
@@ -41,7 +42,7 @@ def tiny_recipe(shared_data: Path, **extra) -> dict:
         "max_steps": 4,
         "log_every": 1,
         "save_every": 2,
-        "lr": 1e-3,
+        "optim": {"lr": 1e-3},
         "batchnorm": "frozen",
     }
     recipe.update(extra)
@@ -51,8 +52,8 @@ def tiny_recipe(shared_data: Path, **extra) -> dict:
 # ------------------------------------------------------------------------------------------ config
 def test_config_unknown_keys_types_and_overrides(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", {"model": "tiny", "train_manifest": "a.csv", "max_steps": 3})
-    cfg = load_config(path, ["lr=3e-4", "augment.gain_db=6", "train_manifest=[b.csv, {path: c.csv, split: test}]"])
-    assert cfg.lr == 3e-4 and cfg.augment.gain_db == 6.0 and cfg.max_steps == 3
+    cfg = load_config(path, ["optim.lr=3e-4", "augment.gain_db=6", "train_manifest=[b.csv, {path: c.csv, split: test}]"])
+    assert cfg.optim.lr == 3e-4 and cfg.augment.gain_db == 6.0 and cfg.max_steps == 3
     assert [m.path for m in cfg.train_manifest] == ["b.csv", "c.csv"] and cfg.train_manifest[1].split == "test"
     assert load_config(path).train_manifest == [ManifestSpec(path="a.csv")]  # a single path is a one-item list
     with pytest.raises(TrainConfigError, match=r"unknown key\(s\) \['lrr'\]"):
@@ -60,7 +61,9 @@ def test_config_unknown_keys_types_and_overrides(tmp_path):
     with pytest.raises(TrainConfigError, match="augment: unknown key"):
         load_config(path, ["augment.gian_db=1"])
     with pytest.raises(TrainConfigError, match="must be one of"):
-        load_config(path, ["schedule=linear"])
+        load_config(path, ["optim.schedule=linear"])
+    with pytest.raises(TrainConfigError, match=r"\['lr'\] belong under `optim:`"):
+        load_config(path, ["lr=1e-3"])  # the flat keys of recipes before the one engine
     with pytest.raises(TrainConfigError, match="must be an integer"):
         load_config(path, ["batch_size=8.5"])
     with pytest.raises(TrainConfigError, match="key=value"):
@@ -83,11 +86,11 @@ def test_shipped_recipes_parse():
 
 
 def test_schedule_and_param_groups():
-    cfg = TrainConfig(lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
+    cfg = OptimConfig(lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
     s = LrSchedule(cfg, total_steps=12)
     assert [s.lr_at(i) for i in range(2)] == [0.5, 1.0]
     assert s.lr_at(2) == pytest.approx(1.0) and s.lr_at(12) == pytest.approx(0.1) and s.lr_at(7) == pytest.approx(0.55)
-    p = LrSchedule(TrainConfig(lr=1.0, schedule="plateau", plateau_patience=1, plateau_factor=0.5), 10)
+    p = LrSchedule(OptimConfig(lr=1.0, schedule="plateau", plateau_patience=1, plateau_factor=0.5), 10)
     for v in [3.0, 2.0, 2.0, 2.0]:
         p.observe(v)
     assert p.lr_at(5) == 0.5  # two evaluations without improvement > patience 1
@@ -186,7 +189,7 @@ def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
     val = {"path": str(shared_data / "fsdd/manifest.csv"), "split": "test", "include": {"take": ["0"]}, "name": "digits"}
     cfg = write_yaml(tmp_path / "c.yaml", tiny_recipe(shared_data, val_manifest=[val], eval_every=2, keep_checkpoints=1))
     run = tmp_path / "run"
-    assert main([str(cfg), "--run-dir", str(run), "--set", "warmup_steps=1"]) == 0
+    assert main([str(cfg), "--run-dir", str(run), "--set", "optim.warmup_steps=1"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if "loss" in r]
     assert train_steps == [1, 2, 3, 4]
@@ -196,7 +199,7 @@ def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
     assert [p.name for _, p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.pt"]  # keep 1
     state = ckpt.load_checkpoint_file(run / "checkpoints/step_00000004.pt")
     assert state["step"] == 4 and state["epoch"] == 2 and state["step_in_epoch"] == 0 and state["version"]
-    assert yaml.safe_load((run / "config.yaml").read_text())["warmup_steps"] == 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["warmup_steps"] == 1
     pipe = openclap.load(run / "final")
     vocab = pipe.tokenizer.vocab_size  # trained BPE: at most the requested 320 tokens on 16 captions
     assert 257 < vocab <= 320 and pipe.config.text.transformer["vocab_size"] == vocab

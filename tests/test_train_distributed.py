@@ -46,7 +46,7 @@ def test_sigkill_then_resume_latest_is_bitwise_identical(tmp_path, shared_data):
                          augment={"gain_db": 3.0, "mix_prob": 0.5, "time_shift": 0.1, "speed_prob": 0.5,
                                   "noise_prob": 0.5, "reverb_prob": 0.5, "eq_prob": 0.5, "bandlimit_prob": 0.5,
                                   "codec_prob": 0.5, "freq_masks": 1, "time_masks": 1},
-                         warmup_steps=2, grad_clip=1.0)
+                         optim={"warmup_steps": 2, "grad_clip": 1.0})
     cfg = write_yaml(tmp_path / "c.yaml", recipe)
 
     # The uninterrupted run is a fresh process too: run inside pytest's process it inherits thread-pool and library
@@ -83,7 +83,7 @@ def test_sigkill_then_resume_latest_is_bitwise_identical(tmp_path, shared_data):
 def test_one_process_equals_two_gloo_processes_under_torchrun(tmp_path, shared_data):
     # batchnorm frozen and no dropout: the only randomness left is per sample, which does not depend on
     # the number of processes (see openclap_train.data), so both runs see the same global batches
-    recipe = tiny_recipe(shared_data, max_steps=3, save_every=3, lr=1e-3, weight_decay=0.1, grad_clip=1.0)
+    recipe = tiny_recipe(shared_data, max_steps=3, save_every=3, optim={"lr": 1e-3, "weight_decay": 0.1, "grad_clip": 1.0})
     cfg = write_yaml(tmp_path / "c.yaml", recipe)
     one = tmp_path / "one"
     assert main([str(cfg), "--run-dir", str(one)]) == 0

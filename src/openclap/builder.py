@@ -2,7 +2,9 @@
 
 ``build(cls, data)`` checks keys (unknown ones fail, naming the allowed ones), types (``int``, ``float``,
 ``str``, ``bool``, ``Literal[...]``, ``X | None``, ``list``, ``tuple``, ``dict``, nested dataclasses) and
-raises the caller's error class with the dotted path of the bad value. ``check_literals(obj)`` checks a
+raises the caller's error class with the dotted path of the bad value. A partial mapping for a nested
+dataclass field overrides that field's default instance (``optim: {lr: 1e-4}`` keeps a task's other
+optimiser defaults). ``check_literals(obj)`` checks a
 built or hand-made dataclass's ``Literal`` fields, so ``__post_init__`` need not repeat the allowed values.
 """
 
@@ -92,6 +94,15 @@ def build(cls: type, data: Any, where: str | None = None, error: type[Exception]
     if unknown:
         raise error(f"{where}: unknown key(s) {unknown}; allowed keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
+    data = dict(data)
+    for f in dataclasses.fields(cls):
+        # a partial mapping for a nested config overrides the field's own default (e.g. a task's optimiser
+        # defaults), not the nested class's
+        if f.name in data and isinstance(data[f.name], dict) and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+            if dataclasses.is_dataclass(default):
+                base = {g.name: getattr(default, g.name) for g in dataclasses.fields(default) if g.init}
+                data[f.name] = {**base, **data[f.name]}
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}", error) for k, v in data.items()}
     try:
         return cls(**kwargs)

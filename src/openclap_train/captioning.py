@@ -34,6 +34,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,31 @@ from openclap.model import ClapModel
 from openclap.pipeline import ClapPipeline
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
-from openclap_train.config import ManifestSpec, TrainConfigError, build, plain_data
+from openclap_train import engine
+from openclap_train.config import LoopConfig, ManifestSpec, OptimConfig, TrainConfigError, build
 from openclap_train.data import ManifestDataset, read_manifest, reference_draws, sample_seed
+from openclap_train.distributed import DistInfo
+from openclap_train.engine import RunResult, Task
 
 logger = logging.getLogger("openclap_train.captioning")
 
 TRAIN_MODES = ("prefix", "decoder", "full")
+# captioning's optimiser defaults: cosine to 5 % of lr after 50 warmup steps, gradient norm clipped at 1
+CAPTION_OPTIM = OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=50, min_lr_ratio=0.05, grad_clip=1.0)
 
 
 @dataclass
-class CaptionTrainConfig:
+class CaptionTrainConfig(LoopConfig):
     """A captioning run; ``config.yaml`` in the run directory is this, resolved."""
 
+    # the loop's keys with captioning's defaults (cosine to 5 % of lr after 50 warmup steps)
+    optim: OptimConfig = field(default_factory=lambda: replace(CAPTION_OPTIM))
+    batch_size: int = 64
+    max_steps: int = 1000
+    log_every: int = 50
+    eval_every: int = 250
+    save_every: int = 250
+    keep_checkpoints: int = 2
     task: str = "captioning"
     clap: str | None = None  # CLAP model directory / run directory / preset (audio tower, tokenizer)
     clap_checkpoint: str | None = None  # weights for a CLAP preset
@@ -85,12 +99,6 @@ class CaptionTrainConfig:
     train_manifest: list[ManifestSpec] = field(default_factory=list)
     val_manifest: list[ManifestSpec] = field(default_factory=list)
     test_manifest: list[ManifestSpec] = field(default_factory=list)
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_steps: int = 1000
-    grad_clip: float = 1.0
     embed_noise: float = 0.0  # std of Gaussian noise added to the (normalised) audio embeddings
     # frozen audio tower: also embed this many random crops of every training clip (seeded) and draw each
     # step's embedding among them and the deterministic one (augmentation at the cost of more embedding)
@@ -100,11 +108,6 @@ class CaptionTrainConfig:
     # decoder learns the captions of a neighbourhood, not of one clip (0: off)
     neighbour_captions: int = 0
     neighbour_prob: float = 0.5
-    seed: int = 0
-    log_every: int = 50
-    eval_every: int = 250
-    save_every: int = 250
-    keep_checkpoints: int = 2
     beam_size: int = 3  # decoding for the final test evaluation (when `decoding` does not say)
     # decoding for the final test evaluation: GenerationConfig fields, e.g. {beam_size: 8, rerank: clap}
     decoding: dict[str, Any] = field(default_factory=dict)
@@ -117,9 +120,9 @@ class CaptionTrainConfig:
     # rerank: consensus votes with the captions of this many nearest training clips (saved with the final
     # model as final/neighbours.npz: the training embeddings and captions)
     consensus_neighbours: int = 5
-    threads: int | None = None  # torch intra-op threads (None: torch's default); 1 on a shared CPU
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.task != "captioning":
             raise TrainConfigError(f"task must be 'captioning' for this trainer, got {self.task!r}")
         if self.train not in TRAIN_MODES:
@@ -142,10 +145,6 @@ class CaptionTrainConfig:
                 raise TrainConfigError(f"decoding setting {d}: {exc}") from exc
         if self.consensus_neighbours < 1:
             raise TrainConfigError(f"consensus_neighbours must be >= 1, got {self.consensus_neighbours}")
-        if self.batch_size < 1 or self.max_steps < 1:
-            raise TrainConfigError(
-                f"batch_size and max_steps must be >= 1, got {self.batch_size}, {self.max_steps}"
-            )
 
 
 def load_caption_train_config(
@@ -368,13 +367,6 @@ def nearest_neighbours(embeds: np.ndarray, k: int) -> np.ndarray | None:
     return np.argsort(-sims, axis=1, kind="stable")[:, :k]
 
 
-def _lr(cfg: CaptionTrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 def _batch_indices(n: int, batch: int, seed: int, step: int) -> list[int]:
     """Indices of optimiser step ``step``: epoch permutations drawn from (seed, epoch) only."""
     per_epoch = max(1, n // batch)
@@ -397,155 +389,133 @@ def _val_loss(model, tokenizer: CaptionTokenizer, embeds: np.ndarray, captions: 
 
 
 # --------------------------------------------------------------------------------------- training
-@dataclass
-class CaptionTrainResult:
-    run_dir: Path
-    step: int
-    final_dir: Path
-    eval: dict[str, Any] = field(default_factory=dict)
+CaptionTrainResult = RunResult  # the name callers of train_captioning() know
+
+
+class CaptionTraining(Task):
+    """Teacher-forced captioning: (cached) CLAP audio embedding -> mapper -> GPT-2 decoder, cross-entropy."""
+
+    kind = "captioning"
+
+    def __init__(self, config: CaptionTrainConfig, progress: bool = False) -> None:
+        if not config.train_manifest:
+            raise TrainConfigError(
+                "train_manifest is empty; list at least one CSV/JSONL with path and caption columns"
+            )
+        self.config, self.progress = config, progress
+
+    def build(self, run_dir: Path, info: DistInfo) -> None:
+        cfg = self.config
+        if info.enabled:
+            raise TrainConfigError("captioning trains in one process (its embedding caches are per run); "
+                                   "run it without torchrun")
+        self.run_dir = run_dir
+        self.model, self.tokenizer = build_caption_model(cfg)
+        params = set_trainable(self.model, cfg.train)
+        logger.info("caption model %s: %.2fM trainable of %.2fM parameters (train: %s)", self.model.config.name,
+                    sum(p.numel() for p in params) / 1e6, sum(p.numel() for p in self.model.parameters()) / 1e6,
+                    cfg.train)
+        self.train = _samples(cfg.train_manifest)
+        self.captions = [s.caption for s in self.train]
+        self.val = _samples(cfg.val_manifest) if cfg.val_manifest else []
+        self.frozen_audio = cfg.train != "full"
+        self.train_embeds = self.val_embeds = self.neighbours = None
+        self.crop_embeds = np.zeros((0,), np.float32)
+        emb = run_dir / "embeddings"
+        if self.frozen_audio:  # the audio tower never changes: embed every clip once, cache in the run
+            self.train_embeds = embed_samples(self.model, self.tokenizer, self.train, emb / "train.npy", self.progress)
+            self.crop_embeds = embed_crops(self.model, self.train, cfg.train_crops, cfg.seed, emb / "train_crops.npy")
+            self.neighbours = nearest_neighbours(self.train_embeds, cfg.neighbour_captions)
+            if self.val:
+                self.val_embeds = embed_samples(self.model, self.tokenizer, self.val, emb / "val.npy", self.progress)
+        else:
+            self.dataset = ManifestDataset(self.train, self.model.config.audio, seed=cfg.seed)
+
+    def _step_batch(self, step: int) -> dict[str, Any]:
+        """The whole batch of optimiser step ``step``: every random draw keyed by (seed, step)."""
+        cfg, n = self.config, len(self.train)
+        idx = _batch_indices(n, cfg.batch_size, cfg.seed, step)
+        batch: dict[str, Any] = {}
+        if self.frozen_audio:
+            embeds = torch.from_numpy(self.train_embeds[idx])
+            if len(self.crop_embeds):  # each row: the deterministic embedding or one of its random crops
+                gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 1))
+                pick = torch.randint(0, len(self.crop_embeds) + 1, (len(idx),), generator=gen).tolist()
+                rows = [self.train_embeds[i] if c == 0 else self.crop_embeds[c - 1, i] for i, c in zip(idx, pick)]
+                embeds = torch.from_numpy(np.stack(rows))
+            batch["embeds"] = embeds
+        else:
+            epoch = step // max(1, n // cfg.batch_size)
+            batch["waveform"] = torch.stack([self.dataset[(epoch, i)]["waveform"] for i in idx])
+        if cfg.embed_noise > 0:
+            gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 0))
+            shape = (len(idx), self.model.config.embed_dim)
+            batch["noise"] = cfg.embed_noise * torch.randn(shape, generator=gen)
+        targets = list(idx)
+        if self.neighbours is not None:  # some rows learn a neighbour's caption
+            gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 2))
+            use = (torch.rand(len(idx), generator=gen) < cfg.neighbour_prob).tolist()
+            pick = torch.randint(0, self.neighbours.shape[1], (len(idx),), generator=gen).tolist()
+            targets = [int(self.neighbours[i, p]) if u else i for i, u, p in zip(idx, use, pick)]
+        batch.update(self.tokenizer([self.captions[i] for i in targets]))
+        return batch
+
+    def batches(self, start_step: int, info: DistInfo, device: torch.device) -> Iterator[dict[str, Any]]:
+        accum = self.config.grad_accum
+        step = start_step
+        while True:
+            whole = self._step_batch(step)
+            rows = len(whole["input_ids"])
+            chunk = rows // accum
+            for a in range(accum):
+                yield {k: v[a * chunk : (a + 1) * chunk] for k, v in whole.items()}
+            step += 1
+
+    def training_forward(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        if "embeds" in batch:
+            embeds = batch["embeds"].to(device)
+        else:
+            embeds = self.model.encode_audio(batch["waveform"].to(device))
+        if "noise" in batch:
+            embeds = embeds + batch["noise"].to(device)
+        out = self.train_module(embeds, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        return {"caption": out.loss}
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        if self.frozen_audio:
+            model.audio_encoder.eval()
+            model.audio_projection.eval()
+
+    def evaluate(self, device: torch.device) -> dict[str, float]:
+        if self.val_embeds is None:
+            return {}
+        return {"val_loss": _val_loss(self.model, self.tokenizer, self.val_embeds, [s.caption for s in self.val])}
+
+    def model_config(self) -> dict[str, Any]:
+        return self.model.config.to_dict()
+
+    def describe(self, total_steps: int) -> str:
+        return f"captioning {self.model.config.name} ({self.config.train}): {total_steps} steps"
+
+    def export(self, final_dir: Path, last: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        cfg, model = self.config, self.model
+        model.eval()
+        reranker = load_reranker(cfg) if self.frozen_audio else None  # a trained audio tower has no CLAP text tower
+        memory = (NeighbourCaptions(self.train_embeds, self.captions, cfg.consensus_neighbours)
+                  if self.frozen_audio else None)
+        pipeline = CaptionPipeline(model, self.tokenizer, reranker=reranker, neighbours=memory)
+        final = pipeline.save_pretrained(final_dir)
+        evaluation: dict[str, Any] = {}
+        if cfg.test_manifest or (cfg.val_manifest and cfg.decoding_candidates):
+            evaluation = evaluate_run(pipeline, cfg, self.train, self.train_embeds, self.run_dir, self.progress)
+        return final, evaluation
 
 
 def train_captioning(
     cfg: CaptionTrainConfig, run_dir: str | Path, resume: str | None = None, progress: bool = False
-) -> CaptionTrainResult:
+) -> RunResult:
     """Run (or resume) a captioning training; returns where the final model and the evaluation went."""
-    import yaml
-
-    from openclap_train.train import ensure_progress_logging
-
-    ensure_progress_logging()
-    if not cfg.train_manifest:
-        raise TrainConfigError(
-            "train_manifest is empty; list at least one CSV/JSONL with path and caption columns"
-        )
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    (run / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = build_caption_model(cfg)
-    params = set_trainable(model, cfg.train)
-    logger.info(
-        "caption model %s: %.2fM trainable of %.2fM parameters (train: %s)",
-        model.config.name,
-        sum(p.numel() for p in params) / 1e6,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        cfg.train,
-    )
-    train = _samples(cfg.train_manifest)
-    captions = [s.caption for s in train]
-    val = _samples(cfg.val_manifest) if cfg.val_manifest else []
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step = 0
-    if resume is not None:
-        path = ckpt.latest_checkpoint(run / "checkpoints") if resume == "latest" else Path(resume)
-        if path is None:
-            logger.info("--resume latest: no checkpoint in %s, starting from scratch", run / "checkpoints")
-        else:
-            state = ckpt.load_checkpoint_file(path)
-            model.load_state_dict(state["model"], strict=True)
-            optimizer.load_state_dict(state["optimizer"])
-            ckpt.set_rng_state(state["rng"])
-            step = int(state["step"])
-            logger.info("resumed from %s at step %d", path, step)
-
-    frozen_audio = cfg.train != "full"
-    if frozen_audio:
-        train_embeds = embed_samples(model, tokenizer, train, run / "embeddings" / "train.npy", progress)
-        crop_embeds = embed_crops(
-            model, train, cfg.train_crops, cfg.seed, run / "embeddings" / "train_crops.npy"
-        )
-        neighbours = nearest_neighbours(train_embeds, cfg.neighbour_captions)
-        val_embeds = (
-            embed_samples(model, tokenizer, val, run / "embeddings" / "val.npy", progress) if val else None
-        )
-    else:
-        dataset = ManifestDataset(train, model.config.audio, seed=cfg.seed)
-        val_embeds = neighbours = None
-    metrics = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
-    started = time.time()
-    try:
-        while step < cfg.max_steps:
-            model.train()
-            if frozen_audio:
-                model.audio_encoder.eval()
-                model.audio_projection.eval()
-            idx = _batch_indices(len(train), cfg.batch_size, cfg.seed, step)
-            if frozen_audio:
-                embeds = torch.from_numpy(train_embeds[idx])
-                if len(crop_embeds):
-                    gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 1))
-                    pick = torch.randint(0, len(crop_embeds) + 1, (len(idx),), generator=gen).tolist()
-                    rows = [train_embeds[i] if c == 0 else crop_embeds[c - 1, i] for i, c in zip(idx, pick)]
-                    embeds = torch.from_numpy(np.stack(rows))
-            else:
-                epoch = step // max(1, len(train) // cfg.batch_size)
-                waves = torch.stack([dataset[(epoch, i)]["waveform"] for i in idx])
-                embeds = model.encode_audio(waves)
-            if cfg.embed_noise > 0:
-                gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 0))
-                embeds = embeds + cfg.embed_noise * torch.randn(embeds.shape, generator=gen)
-            targets = list(idx)
-            if frozen_audio and neighbours is not None:
-                gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 2))
-                use = (torch.rand(len(idx), generator=gen) < cfg.neighbour_prob).tolist()
-                pick = torch.randint(0, neighbours.shape[1], (len(idx),), generator=gen).tolist()
-                targets = [int(neighbours[i, p]) if u else i for i, u, p in zip(idx, use, pick)]
-            tok = tokenizer([captions[i] for i in targets])
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(cfg, step)
-            loss = model(embeds, tok["input_ids"], tok["attention_mask"]).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            record: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                record.update(
-                    loss=float(loss.detach()),
-                    lr=_lr(cfg, step - 1),
-                    elapsed_s=round(time.time() - started, 1),
-                )
-                logger.info(
-                    "step %d/%d loss %.4f lr %.2e",
-                    step,
-                    cfg.max_steps,
-                    float(loss.detach()),
-                    _lr(cfg, step - 1),
-                )
-            if val and val_embeds is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                record["val_loss"] = _val_loss(model, tokenizer, val_embeds, [s.caption for s in val])
-                logger.info("step %d val loss %.4f", step, record["val_loss"])
-            if record:
-                metrics.write(json.dumps({"step": step, **record}) + "\n")
-                metrics.flush()
-            if step % cfg.save_every == 0 or step == cfg.max_steps:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": ckpt.rng_state(),
-                    "step": step,
-                    "config": plain_data(asdict(cfg)),
-                    "model_config": model.config.to_dict(),
-                }
-                ckpt.save_checkpoint(state, run / "checkpoints", step, cfg.keep_checkpoints)
-    finally:
-        metrics.close()
-    model.eval()
-    reranker = load_reranker(cfg) if frozen_audio else None  # a trained audio tower has no CLAP text tower
-    memory = NeighbourCaptions(train_embeds, captions, cfg.consensus_neighbours) if frozen_audio else None
-    pipeline = CaptionPipeline(model, tokenizer, reranker=reranker, neighbours=memory)
-    final = pipeline.save_pretrained(run / "final")
-    logger.info("saved the caption model to %s", final)
-    result = CaptionTrainResult(run, step, final)
-    if cfg.test_manifest or (cfg.val_manifest and cfg.decoding_candidates):
-        result.eval = evaluate_run(
-            pipeline, cfg, train, train_embeds if frozen_audio else None, run, progress
-        )
-    return result
+    return engine.run(CaptionTraining(cfg, progress), run_dir, resume)
 
 
 def _scores_by_set(
@@ -604,10 +574,6 @@ def choose_decoding(
     with the table (the nearest-caption baseline on validation included)."""
     parts = [read_manifest(spec) for spec in cfg.val_manifest]
     val = [s for part in parts for s in part]
-    logger.info(
-        "choosing the decoding on %d validation clips: %d candidate setting(s), each decodes every clip",
-        len(val), len(cfg.decoding_candidates),
-    )
     val_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
     )
@@ -772,8 +738,8 @@ def evaluate_saved_run(
     from openclap.caption.pipeline import load_captioner
 
     run = Path(run_dir)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     pipeline = load_captioner(run / "final")
     if pipeline.reranker is None or cfg.rerank_clap is not None:
         pipeline.set_reranker(load_reranker(cfg))

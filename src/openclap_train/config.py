@@ -176,8 +176,79 @@ class AugmentConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; ``config.yaml`` in the run directory is this, resolved."""
+class OptimConfig:
+    """The optimiser and its learning-rate schedule (``optim:`` in every recipe: CLAP, pretrain-audio, captioning)."""
+
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # matrices and convolutions only (CLIP's rule: ndim >= 2, no norms)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0  # linear warmup from lr / warmup_steps
+    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    plateau_patience: int = 3  # evaluations without improvement of the windowed train loss
+    plateau_factor: float = 0.1
+    grad_clip: float | None = None  # max global gradient norm (null: no clipping)
+
+    def __post_init__(self) -> None:
+        check_literals(self, TrainConfigError, "optim")
+        checks = [
+            (self.lr > 0, f"optim.lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.grad_clip is None or self.grad_clip > 0,
+             f"optim.grad_clip must be positive or null, got {self.grad_clip}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(message)
+
+
+@dataclass
+class LoopConfig:
+    """What the training loop (``openclap_train.engine``) reads, the same keys in every task's recipe."""
+
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 32  # global: summed over processes and accumulation steps
+    grad_accum: int = 1
+    max_steps: int | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # BatchNorm layers (HTSAT's bn0, CNN14): "train" = batch statistics; "frozen" = running statistics,
+    # not updated (affine parameters still learn; makes N processes equal 1); "sync" = SyncBatchNorm.
+    batchnorm: Literal["train", "frozen", "sync"] = "train"
+    device: str = "auto"  # auto: cuda:<local_rank> when available, else cpu
+    num_threads: int | None = None  # torch intra-op threads per process (1 helps on busy, shared CPUs)
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_literals(self, TrainConfigError)
+        checks = [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (self.log_every >= 1 and self.save_every >= 1 and self.eval_every >= 0,
+             "log_every and save_every must be >= 1, eval_every >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON serialisable)."""
+        return plain_data(dataclasses.asdict(self))
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """A CLAP training run (``openclap train``); ``config.yaml`` in the run directory is this, resolved."""
 
     # ---- model
     model: str = "tiny"  # preset name or model directory
@@ -203,54 +274,16 @@ class TrainConfig:
     # also every pair in the batch with the same manifest label (per manifest) or the same caption text
     # (multi-positive InfoNCE: same-class pairs are not pushed apart as false negatives)
     positives: Literal["index", "label"] = "index"
-    # ---- optimisation
-    batch_size: int = 32  # global: summed over processes and accumulation steps
-    grad_accum: int = 1
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
-    plateau_patience: int = 3  # evaluations without improvement of the windowed train loss
-    plateau_factor: float = 0.1
-    max_steps: int | None = None
     epochs: int | None = None
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    grad_clip: float | None = None
     freeze_audio: bool = False
     freeze_text: bool = False
-    # BatchNorm layers (HTSAT's bn0, CNN14): "train" = batch statistics; "frozen" = running statistics,
-    # not updated (affine parameters still learn; makes N processes equal 1); "sync" = SyncBatchNorm.
-    batchnorm: Literal["train", "frozen", "sync"] = "train"
     compile: bool = False
-    device: str = "auto"  # auto: cuda:<local_rank> when available, else cpu
-    num_threads: int | None = None  # torch intra-op threads per process (1 helps on busy, shared CPUs)
-    seed: int = 0
-    # ---- bookkeeping
-    log_every: int = 10
-    eval_every: int = 0  # 0: only at the end
-    save_every: int = 100
-    keep_checkpoints: int = 3
-    eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        check_literals(self, TrainConfigError)
+        super().__post_init__()
         checks = [
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive or null, got {self.grad_clip}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-            (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
-            (self.log_every >= 1 and self.save_every >= 1 and self.eval_every >= 0,
-             "log_every and save_every must be >= 1, eval_every >= 0"),
             ("{}" in self.zeroshot_template, f"zeroshot_template needs a '{{}}', got {self.zeroshot_template!r}"),
         ]
         for ok, message in checks:
@@ -264,9 +297,13 @@ class TrainConfig:
         if self.max_steps is None and self.epochs is None:
             raise TrainConfigError("set max_steps or epochs (or pass --max-steps N)")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (YAML/JSON serialisable)."""
-        return plain_data(dataclasses.asdict(self))
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, recursively for nested dicts (model_overrides on a preset)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def plain_data(value: Any) -> Any:
@@ -281,6 +318,11 @@ def plain_data(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ parsing
 def build(cls: type, data: Any, where: str | None = None) -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ``TrainConfigError``."""
+    if isinstance(data, dict) and isinstance(cls, type) and issubclass(cls, LoopConfig):
+        moved = sorted(set(data) & {f.name for f in dataclasses.fields(OptimConfig)})
+        if moved:  # recipes before the one engine had these at the top level
+            raise TrainConfigError(f"{where or cls.__name__}: {moved} belong under `optim:` (e.g. "
+                                   f"optim: {{{moved[0]}: ...}} or --set optim.{moved[0]}=...)")
     return build_dataclass(cls, data, where, TrainConfigError)
 
 

@@ -18,14 +18,14 @@ are errors, ``--set key=value`` overrides)::
     sampling: {policy: temperature, temperature: 0.5, batches: mixed}
     batch_size: 64
     max_steps: 500
+    optim: {lr: 1.0e-3, weight_decay: 0.01}
 
-The optimisation keys have the names and meaning of ``openclap train``'s (``lr``, ``schedule``, ...); they
-are handed to the trainer's optimiser and schedule through ``PretrainConfig.optim_config()``.
+The loop keys (``optim:``, ``batch_size``, ``max_steps``, ``precision``, ``save_every``, ...) are those of
+every task (``openclap_train.config.LoopConfig``), read by the one training loop (``openclap_train.engine``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,10 +33,10 @@ from typing import Any, Literal
 from openclap.builder import check_literals
 from openclap_train.config import (
     AugmentConfig,
+    LoopConfig,
     ManifestSpec,
-    TrainConfig,
+    OptimConfig,
     TrainConfigError,
-    plain_data,
     read_recipe,
     save_config,
 )
@@ -123,17 +123,13 @@ class HeadConfig:
             raise TrainConfigError(f"head: need hidden >= 0 and 0 <= dropout < 1, got {self}")
 
 
-# Optimisation keys shared with ``openclap train`` (same names, same meaning): handed to its engine.
-_OPTIM_KEYS = (
-    "optimizer", "lr", "weight_decay", "betas", "eps", "warmup_steps", "schedule", "min_lr_ratio",
-    "plateau_patience", "plateau_factor", "precision", "grad_clip", "batchnorm", "seed", "device",
-)
-
-
 @dataclass
-class PretrainConfig:
+class PretrainConfig(LoopConfig):
     """Everything a multi-task pretraining run needs; ``config.yaml`` in the run directory is this, resolved."""
 
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=0.01))
+    batch_size: int = 64  # global: over processes and accumulation steps
+    max_steps: int = 1000
     # ---- model
     model: str = "small"  # preset name or model directory; only the audio tower is built
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {audio: {duration: 2.0}}
@@ -145,59 +141,20 @@ class PretrainConfig:
     num_workers: int = 0
     cache_audio: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # ---- optimisation (names as in openclap train)
-    batch_size: int = 64  # global: over processes and accumulation steps
-    grad_accum: int = 1
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0
-    plateau_patience: int = 3
-    plateau_factor: float = 0.1
-    max_steps: int = 1000
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    grad_clip: float | None = None
-    batchnorm: Literal["train", "frozen", "sync"] = "train"
-    device: str = "auto"
-    seed: int = 0
-    # ---- bookkeeping
-    log_every: int = 10
-    eval_every: int = 0  # 0: only at the end
-    save_every: int = 100
-    keep_checkpoints: int = 3
-    eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         names = [t.name for t in self.tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise TrainConfigError(f"task names must be unique; repeated: {dupes}")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1:
-            raise TrainConfigError(f"batch_size, grad_accum and max_steps must be >= 1, got "
-                                   f"{self.batch_size}, {self.grad_accum}, {self.max_steps}")
-        if self.log_every < 1 or self.save_every < 1 or self.eval_every < 0 or self.keep_checkpoints < 1:
-            raise TrainConfigError("log_every, save_every and keep_checkpoints must be >= 1, eval_every >= 0")
         if self.num_workers < 0:
             raise TrainConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        self.optim_config()  # validates the shared optimisation keys with the trainer's own checks
 
     def require_tasks(self) -> None:
         """Raise unless at least one task is declared."""
         if not self.tasks:
             raise TrainConfigError("tasks is empty: declare at least one task (manifest, target, type)")
-
-    def optim_config(self) -> TrainConfig:
-        """The trainer's config carrying this run's optimisation keys (for its optimiser and schedule)."""
-        return TrainConfig(**{k: getattr(self, k) for k in _OPTIM_KEYS}, batch_size=self.batch_size,
-                           grad_accum=self.grad_accum, max_steps=self.max_steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (YAML/JSON serialisable)."""
-        return plain_data(dataclasses.asdict(self))
 
 
 def load_pretrain_config(
