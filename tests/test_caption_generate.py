@@ -204,12 +204,10 @@ def test_num_samples_draws_several_candidates_per_input_best_first() -> None:
     assert [[h.tokens for h in r] for r in again] == [[h.tokens for h in r] for r in rows]
 
 
-def test_reranking_knobs_are_checked() -> None:
+def test_num_samples_is_checked_and_reranking_is_not_a_search_setting() -> None:
     with pytest.raises(ValueError, match="num_samples"):
         GenerationConfig(num_samples=0)
     with pytest.raises(ValueError, match="needs strategy='sample'"):
         GenerationConfig(strategy="beam", num_samples=3)
-    with pytest.raises(ValueError, match="rerank_k"):
-        GenerationConfig(rerank="consensus", rerank_k=0)
-    with pytest.raises(ValueError, match="rerank_tau"):
-        GenerationConfig(rerank="consensus", rerank_tau=0.0)
+    with pytest.raises(TypeError, match="rerank"):  # reranking is not a search setting
+        GenerationConfig(rerank="clap")

@@ -35,7 +35,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,9 @@ from openclap.caption.config import CaptionConfig, MapperConfig
 from openclap.caption.evaluate import nearest_caption_baseline, report_from_captions
 from openclap.caption.factory import create_caption_model, load_caption_model, resolve_caption_config
 from openclap.caption.generate import GenerationConfig
-from openclap.caption.metrics import expected_cider_d_per_item, score_captions
+from openclap.caption.metrics import score_captions
 from openclap.caption.pipeline import CaptionPipeline, CaptionTokenizer
-from openclap.caption.rerank import ClapReranker, NeighbourCaptions, bundled_clap
+from openclap.caption.rerank import CLAP_SUBDIR, ClapReranker, bundled_clap
 from openclap.config import ClapConfig, TextConfig
 from openclap.errors import state_dict_fingerprint
 from openclap.factory import TOKENIZER_DIR, create_model, is_model_dir, load_model
@@ -58,7 +58,7 @@ from openclap.text.tokenizer import TextTokenizer
 from openclap_train import checkpoint as ckpt
 from openclap_train import engine
 from openclap_train.config import LoopConfig, ManifestSpec, OptimConfig, TrainConfigError, build
-from openclap_train.data import ManifestDataset, read_manifest, reference_draws, sample_seed
+from openclap_train.data import ManifestDataset, read_manifest, sample_seed
 from openclap_train.distributed import DistInfo
 from openclap_train.engine import RunResult, Task
 
@@ -109,17 +109,15 @@ class CaptionTrainConfig(LoopConfig):
     neighbour_captions: int = 0
     neighbour_prob: float = 0.5
     beam_size: int = 3  # decoding for the final test evaluation (when `decoding` does not say)
-    # decoding for the final test evaluation: GenerationConfig fields, e.g. {beam_size: 8, rerank: clap}
+    # decoding for the final test evaluation: GenerationConfig fields (the search), plus optionally
+    # `rerank: clap` (and `rerank_lm_weight`) for CLAP reranking, e.g. {beam_size: 8, rerank: clap}
     decoding: dict[str, Any] = field(default_factory=dict)
-    # decoding settings to choose from on the validation split (val_manifest): each is scored (CIDEr-D)
-    # on the validation clips and the best one decodes the test split; the choice is logged in eval.json
+    # decoding settings to choose from on the validation split (val_manifest): each is scored (CIDEr-D of
+    # the validation clips) and the best one decodes the test split; the table is logged in eval.json
     decoding_candidates: list[dict[str, Any]] = field(default_factory=list)
     # CLAP model for rerank: clap (default: `clap` itself; it must share the captioner's audio tower). It is
     # saved with the final model (final/clap/) so that `openclap caption --rerank clap` finds it.
     rerank_clap: str | None = None
-    # rerank: consensus votes with the captions of this many nearest training clips (saved with the final
-    # model as final/neighbours.npz: the training embeddings and captions)
-    consensus_neighbours: int = 5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,11 +138,20 @@ class CaptionTrainConfig(LoopConfig):
             )
         for d in [self.decoding, *self.decoding_candidates]:
             try:
-                GenerationConfig(**d)
+                split_decoding(d)
             except (TypeError, ValueError) as exc:
                 raise TrainConfigError(f"decoding setting {d}: {exc}") from exc
-        if self.consensus_neighbours < 1:
-            raise TrainConfigError(f"consensus_neighbours must be >= 1, got {self.consensus_neighbours}")
+
+
+def split_decoding(setting: dict[str, Any]) -> tuple[GenerationConfig, bool, float]:
+    """A recipe's decoding setting -> (the search, whether to rerank by CLAP, the reranker's lm_weight)."""
+    search = dict(setting)
+    rerank, lm_weight = search.pop("rerank", None), float(search.pop("rerank_lm_weight", 0.0))
+    if rerank not in (None, "clap"):
+        raise ValueError(f"rerank must be null or 'clap', got {rerank!r}")
+    if lm_weight < 0:
+        raise ValueError(f"rerank_lm_weight must be >= 0, got {lm_weight}")
+    return GenerationConfig(**search), rerank == "clap", lm_weight
 
 
 def load_caption_train_config(
@@ -500,14 +507,16 @@ class CaptionTraining(Task):
     def export(self, final_dir: Path, last: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         cfg, model = self.config, self.model
         model.eval()
-        reranker = load_reranker(cfg) if self.frozen_audio else None  # a trained audio tower has no CLAP text tower
-        memory = (NeighbourCaptions(self.train_embeds, self.captions, cfg.consensus_neighbours)
-                  if self.frozen_audio else None)
-        pipeline = CaptionPipeline(model, self.tokenizer, reranker=reranker, neighbours=memory)
+        pipeline = CaptionPipeline(model, self.tokenizer)
         final = pipeline.save_pretrained(final_dir)
+        reranker = load_reranker(cfg) if self.frozen_audio else None  # a trained audio tower has no CLAP text tower
+        if reranker is not None:  # beside the captioner: `openclap caption --rerank clap` finds it there
+            reranker.check_audio_tower(model)
+            reranker.clap.save_pretrained(final / CLAP_SUBDIR)
         evaluation: dict[str, Any] = {}
         if cfg.test_manifest or (cfg.val_manifest and cfg.decoding_candidates):
-            evaluation = evaluate_run(pipeline, cfg, self.train, self.train_embeds, self.run_dir, self.progress)
+            evaluation = evaluate_run(pipeline, cfg, self.train, self.train_embeds, self.run_dir, reranker,
+                                      self.progress)
         return final, evaluation
 
 
@@ -529,34 +538,25 @@ def _scores_by_set(
     return out
 
 
-def _means_by_set(specs: list[ManifestSpec], parts: list[list], per_item: np.ndarray) -> dict[str, float]:
-    """Mean of per-clip scores over each manifest's clips (``parts`` in the order of ``specs``)."""
-    out, start = {}, 0
-    for spec, part in zip(specs, parts):
-        out[spec.display_name] = float(per_item[start : start + len(part)].mean())
-        start += len(part)
-    return out
-
-
-def _search_key(gen: GenerationConfig) -> GenerationConfig:
-    # the search alone: every rerank_* knob back to its default
-    return replace(gen, **{f.name: f.default for f in fields(GenerationConfig) if f.name.startswith("rerank")})
-
-
 def decode_settings(
-    pipeline: CaptionPipeline, embeds: np.ndarray, settings: list[GenerationConfig]
+    pipeline: CaptionPipeline, embeds: np.ndarray, settings: list[dict[str, Any]], reranker: ClapReranker | None
 ) -> list[list[str]]:
-    """The best caption of every row for each decoding setting; settings that differ only in reranking
-    share one search."""
+    """The best caption of every row for each decoding setting (``split_decoding``); settings that differ
+    only in reranking share one search."""
     searched: dict[GenerationConfig, list] = {}
     out = []
-    for gen in settings:
-        key = _search_key(gen)
-        if key not in searched:
-            searched[key] = pipeline.caption_embeddings(embeds, key)
-        hyps = searched[key]
-        if gen.rerank is not None:
-            hyps = pipeline.rerank(embeds, hyps, gen)
+    for setting in settings:
+        gen, rerank, lm_weight = split_decoding(setting)
+        gen = pipeline.generation_config(**{f.name: getattr(gen, f.name) for f in fields(gen)
+                                            if f.name in setting})
+        if gen not in searched:
+            searched[gen] = pipeline.caption_embeddings(embeds, gen)
+        hyps = searched[gen]
+        if rerank:
+            if reranker is None:
+                raise TrainConfigError(f"decoding {setting} reranks by CLAP but the run has no CLAP model "
+                                       "(a full-mode run trains its audio tower; set rerank_clap or drop rerank)")
+            hyps = ClapReranker(reranker.clap, lm_weight).rerank(embeds, hyps)
         out.append([row[0][0] for row in hyps])
     return out
 
@@ -567,59 +567,37 @@ def choose_decoding(
     train: list,
     train_embeds: np.ndarray,
     cache: Path | None,
+    reranker: ClapReranker | None,
     progress: bool = False,
-) -> tuple[GenerationConfig, dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score every ``decoding_candidates`` setting on the validation split (CIDEr-D of all validation clips
-    pooled; the expected CIDEr-D when a validation manifest has a ``reference_group``) and return the best
-    with the table (the nearest-caption baseline on validation included)."""
+    pooled) and return the best with the table (the nearest-caption baseline on validation included)."""
     parts = [read_manifest(spec) for spec in cfg.val_manifest]
     val = [s for part in parts for s in part]
     val_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
     )
     refs = [[s.caption] for s in val]
-    draws = [d for spec, part in zip(cfg.val_manifest, parts) for d in reference_draws(spec, part)]
-    expected = any(spec.reference_group for spec in cfg.val_manifest)
 
     def scored(captions: list[str]) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "cider_d": score_captions(captions, refs).cider_d,
-            "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs),
-        }
-        if expected:  # the basis of the choice: the mean over the references each clip could have drawn
-            per = np.array(expected_cider_d_per_item(captions, refs, draws))
-            row["expected_cider_d"] = float(per.mean())
-            row["expected_per_set"] = _means_by_set(cfg.val_manifest, parts, per)
-        return row
+        return {"cider_d": score_captions(captions, refs).cider_d,
+                "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs)}
 
-    metric = "expected_cider_d" if expected else "cider_d"
-    settings = [pipeline.generation_config(**d) for d in cfg.decoding_candidates]
     rows = []
-    for d, captions in zip(cfg.decoding_candidates, decode_settings(pipeline, val_embeds, settings)):
+    for d, captions in zip(cfg.decoding_candidates,
+                           decode_settings(pipeline, val_embeds, cfg.decoding_candidates, reranker)):
         rows.append({"decoding": d, **scored(captions)})
-        logger.info("validation %s %.3f with %s", metric, rows[-1][metric], d)
-    best = max(range(len(rows)), key=lambda i: (rows[i][metric], -i))
-    generative = [i for i, g in enumerate(settings) if g.rerank_pool == "beam"]
-    best_gen = max(generative, key=lambda i: (rows[i][metric], -i)) if generative else None
+        logger.info("validation CIDEr-D %.3f with %s", rows[-1]["cider_d"], d)
+    best = max(range(len(rows)), key=lambda i: (rows[i]["cider_d"], -i))
     baseline = nearest_caption_baseline(train_embeds, [s.caption for s in train], val_embeds)
     table = {
         "val_clips": len(val),
-        "chosen_on": metric,
+        "chosen_on": "cider_d",
         "candidates": rows,
         "chosen": cfg.decoding_candidates[best],
-        # the best setting whose captions are all decoded (no training caption in the rerank pool)
-        "chosen_generative": None if best_gen is None else cfg.decoding_candidates[best_gen],
         "nearest_caption_baseline": scored(baseline),
     }
-    return settings[best], table
-
-
-def _retrieved_share(
-    pipeline: CaptionPipeline, embeds: np.ndarray, gen: GenerationConfig
-) -> tuple[list, float]:
-    """Captions of ``gen`` and the share of them that are training captions from the rerank pool."""
-    rows = pipeline.caption_embeddings(embeds, gen)
-    return [row[0][0] for row in rows], float(np.mean([row[0][1].retrieved for row in rows]))
+    return cfg.decoding_candidates[best], table
 
 
 def evaluate_run(
@@ -628,6 +606,7 @@ def evaluate_run(
     train: list,
     train_embeds: np.ndarray | None,
     run: Path,
+    reranker: ClapReranker | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Choose the decoding on the validation split (``decoding_candidates``), then caption the test clips
@@ -635,10 +614,10 @@ def evaluate_run(
     cache = None if cfg.train == "full" else run / "embeddings"  # a trained audio tower changes embeddings
     if train_embeds is None:
         train_embeds = embed_samples(pipeline.model, pipeline.tokenizer, train, None, progress)
-    gen = pipeline.generation_config(**{"beam_size": cfg.beam_size, **cfg.decoding})
+    setting = {"beam_size": cfg.beam_size, **cfg.decoding}
     validation = None
     if cfg.val_manifest and cfg.decoding_candidates:
-        gen, validation = choose_decoding(pipeline, cfg, train, train_embeds, cache, progress)
+        setting, validation = choose_decoding(pipeline, cfg, train, train_embeds, cache, reranker, progress)
         logger.info("decoding chosen on validation: %s", validation["chosen"])
     if not cfg.test_manifest:
         out = {"validation": validation}
@@ -651,19 +630,8 @@ def evaluate_run(
     )
     refs = [[s.caption] for s in test]
     started = time.time()
-    generated, retrieved = _retrieved_share(pipeline, test_embeds, gen)
+    generated = decode_settings(pipeline, test_embeds, [setting], reranker)[0]
     decode_s = time.time() - started
-    # a chosen setting that may pick training captions is also reported with the best all-decoded setting
-    generative = None
-    if validation and gen.rerank_pool != "beam" and validation.get("chosen_generative") is not None:
-        gen_only = pipeline.generation_config(**validation["chosen_generative"])
-        captions = [row[0][0] for row in pipeline.caption_embeddings(test_embeds, gen_only)]
-        rep = report_from_captions([s.path for s in test], captions, refs)
-        generative = {
-            "decoding": validation["chosen_generative"],
-            "scores": rep.scores.as_dict(),
-            "per_set": _scores_by_set(cfg.test_manifest, parts, captions, refs),
-        }
     model_report = report_from_captions([s.path for s in test], generated, refs)
     baseline = nearest_caption_baseline(train_embeds, [s.caption for s in train], test_embeds)
     base_report = report_from_captions([s.path for s in test], baseline, refs)
@@ -678,31 +646,15 @@ def evaluate_run(
             "model_cider_d": report_from_captions(paths, generated[sl], refs[sl]).scores.cider_d,
             "baseline_cider_d": report_from_captions(paths, baseline[sl], refs[sl]).scores.cider_d,
         }
-    expected = None
-    if any(spec.reference_group for spec in cfg.test_manifest):
-        # a second, less noisy measurement (never a basis for choices): the mean over the references each
-        # test clip could have drawn (its split's captions with the same metadata)
-        draws = [d for spec, part in zip(cfg.test_manifest, parts) for d in reference_draws(spec, part)]
-        expected = {}
-        for name, captions in (("model", generated), ("nearest_caption_baseline", baseline)):
-            per = np.array(expected_cider_d_per_item(captions, refs, draws))
-            expected[name] = {
-                "cider_d": float(per.mean()),
-                "per_set": _means_by_set(cfg.test_manifest, parts, per),
-                "per_item": [round(float(x), 4) for x in per],
-            }
     diff = np.array([m["cider_d"] - b["cider_d"] for m, b in zip(model_report.captions, base_report.captions)])
     out = {
         "test_clips": len(test),
-        "decoding": {k: v for k, v in asdict(gen).items()},
+        "decoding": setting,
         "decode_seconds": round(decode_s, 1),
-        "retrieved_share": retrieved,  # share of test captions that are training captions (rerank pool)
         "validation": validation,
-        "generative_only": generative,
         "model": model_report.scores.as_dict(),
         "nearest_caption_baseline": base_report.scores.as_dict(),
         "per_set": per_set,
-        "expected": expected,
         # model minus baseline, clip by clip (single reference): is the gap larger than its noise?
         "paired_difference": {
             "cider_d_mean": float(diff.mean()),
@@ -741,16 +693,14 @@ def evaluate_saved_run(
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     pipeline = load_captioner(run / "final")
-    if pipeline.reranker is None or cfg.rerank_clap is not None:
-        pipeline.set_reranker(load_reranker(cfg))
+    bundled = bundled_clap(run / "final")
+    reranker = ClapReranker.load(bundled) if bundled is not None and cfg.rerank_clap is None else load_reranker(cfg)
+    if reranker is not None:
+        reranker.check_audio_tower(pipeline.model)
     train = _samples(cfg.train_manifest)
     cache = None if cfg.train == "full" else run / "embeddings" / "train.npy"
     train_embeds = embed_samples(pipeline.model, pipeline.tokenizer, train, cache, progress)
-    if pipeline.neighbours is None:
-        pipeline.neighbours = NeighbourCaptions(
-            train_embeds, [s.caption for s in train], cfg.consensus_neighbours
-        )
-    return evaluate_run(pipeline, cfg, train, train_embeds, run, progress)
+    return evaluate_run(pipeline, cfg, train, train_embeds, run, reranker, progress)
 
 
 def is_captioning_config(path: str | Path) -> bool:

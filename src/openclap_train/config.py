@@ -54,13 +54,6 @@ class ManifestSpec:
     * ``extra_captions`` / ``extra_caption_prob``: caption templates filled from the row's columns (e.g.
       ``"{label}"``, ``"a note played on a {family} instrument"``); with probability ``extra_caption_prob``
       one of them (uniformly) is used instead of the (pooled) caption.
-
-    Validation-only (captioning):
-
-    * ``reference_group``: column names; a validation clip is also scored against the captions of every row
-      of this manifest's ``split`` with the same values in these columns (e.g. ``[speaker, digit]``), each
-      as if it were the clip's reference, and the mean is its expected CIDEr-D: with templated captions a
-      far less noisy basis for choosing a decoding than the one drawn reference.
     """
 
     path: str
@@ -74,7 +67,6 @@ class ManifestSpec:
     caption_pool: str | None = None
     extra_captions: list[str] = field(default_factory=list)
     extra_caption_prob: float = 0.0
-    reference_group: list[str] = field(default_factory=list)
 
     @classmethod
     def from_string(cls, path: str) -> ManifestSpec:
@@ -85,9 +77,6 @@ class ManifestSpec:
         if self.repeat < 1 or not 0 <= self.extra_caption_prob <= 1:
             raise TrainConfigError(f"manifest {self.path}: need repeat >= 1 and 0 <= extra_caption_prob <= 1, "
                                    f"got repeat={self.repeat}, extra_caption_prob={self.extra_caption_prob}")
-        if self.reference_group and self.split is None:
-            raise TrainConfigError(f"manifest {self.path}: reference_group needs a split (the rows whose captions "
-                                   "are drawn; never the test split's)")
         if self.extra_caption_prob > 0 and not self.extra_captions:
             raise TrainConfigError(f"manifest {self.path}: extra_caption_prob > 0 needs extra_captions "
                                    "(templates such as '{label}')")

@@ -137,37 +137,6 @@ def read_manifest(spec: ManifestSpec | str) -> list[Sample]:
     return out
 
 
-def reference_draws(spec: ManifestSpec, samples: Sequence[Sample]) -> list[list[str]]:
-    """For each of ``samples`` (read with ``spec``): its caption, then the distinct captions of the other
-    rows of ``spec.split`` sharing its values in ``spec.reference_group`` (the references it could have
-    drawn), each text once: how often the split happens to repeat a caption must not weigh, because a
-    consensus reranker votes with those very training captions and would be scored against its own votes."""
-    if not spec.reference_group:
-        return [[s.caption] for s in samples]
-    path = Path(spec.path)
-    rows = [r for r in _read_rows(path) if r.get("split") == spec.split]
-    missing = [c for c in spec.reference_group if rows and c not in rows[0]]
-    if missing:
-        raise ValueError(f"manifest {path}: reference_group columns {missing} are missing "
-                         f"(columns: {sorted(k for k in rows[0] if k is not None)})")
-    groups: dict[tuple, list[tuple[str, str]]] = {}
-    key_of: dict[str, tuple] = {}
-    for row in rows:
-        audio = Path(row["path"])
-        audio = str(audio if audio.is_absolute() else path.parent / audio)
-        key = tuple(str(row[c]) for c in spec.reference_group)
-        key_of[audio] = key
-        if row.get("caption"):
-            groups.setdefault(key, []).append((audio, row["caption"]))
-    out = []
-    for s in samples:
-        if s.path not in key_of:
-            raise ValueError(f"{s.path} is not a row of split {spec.split!r} of {path}")
-        others = dict.fromkeys(c for p, c in groups[key_of[s.path]] if p != s.path and c != s.caption)
-        out.append([s.caption, *others])
-    return out
-
-
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed for one sample's generator, from the run seed, the epoch and the sample index."""
     digest = hashlib.sha256(f"openclap:{seed}:{epoch}:{index}".encode()).digest()

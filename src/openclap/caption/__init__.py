@@ -28,7 +28,7 @@ _EXPORTS = {
     "GenerationConfig": "openclap.caption.generate",
     "Hypothesis": "openclap.caption.generate",
     "ClapReranker": "openclap.caption.rerank",
-    "NeighbourCaptions": "openclap.caption.rerank",
+    "Reranker": "openclap.caption.rerank",
     "create_caption_model": "openclap.caption.factory",
     "load_caption_model": "openclap.caption.factory",
     "score_captions": "openclap.caption.metrics",

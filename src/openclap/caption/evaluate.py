@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from openclap.caption.generate import GenerationConfig
+    from openclap.caption.rerank import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,16 @@ def evaluate_captioning(
     generation: GenerationConfig | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    reranker: Reranker | None = None,
 ) -> CaptioningReport:
-    """Caption every ``(path, references)`` item with ``captioner`` (a ``CaptionPipeline``) and score the
-    captions; unreadable files are left out and listed in ``failed``."""
+    """Caption every ``(path, references)`` item with ``captioner`` (a ``CaptionPipeline``, optionally with a
+    ``reranker``) and score the captions; unreadable files are left out and listed in ``failed``."""
     if not items:
         raise ValueError("no items to evaluate")
     paths = [str(p) for p, _ in items]
     results = captioner.caption(
-        paths, generation=generation, windows=False, batch_size=batch_size, progress=progress, on_error="skip"
+        paths, generation=generation, windows=False, batch_size=batch_size, progress=progress, on_error="skip",
+        reranker=reranker,
     )
     keep = [i for i, r in enumerate(results) if r.ok]
     failed = [results[i].source for i in range(len(results)) if not results[i].ok]
@@ -164,7 +167,7 @@ def run_captioning(args: argparse.Namespace) -> int:
 
     from openclap.caption.pipeline import load_captioner
     from openclap.cli import UsageError, progress_enabled
-    from openclap.commands.caption import decoding_from_args
+    from openclap.commands.caption import decoding_from_args, reranker_from_args
     from openclap.eval.datasets import Manifest, load_dataset
 
     if args.dataset is not None:
@@ -183,7 +186,6 @@ def run_captioning(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         tokenizer=args.tokenizer,
         device=args.device,
-        rerank_model=args.rerank_model,
     )
     report = evaluate_captioning(
         captioner,
@@ -191,6 +193,7 @@ def run_captioning(args: argparse.Namespace) -> int:
         decoding_from_args(args, captioner),
         batch_size=args.batch_size,
         progress=progress_enabled(args),
+        reranker=reranker_from_args(args),
     )
     payload = report.to_dict()
     payload["model"] = {"name": str(args.model), "checkpoint": args.checkpoint}

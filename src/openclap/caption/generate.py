@@ -37,7 +37,7 @@ class Stepper(Protocol):
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How to decode: strategy and its knobs."""
+    """How to search: strategy and its knobs (reranking is a separate step: ``caption(..., reranker=)``)."""
 
     strategy: Strategy = "beam"
     max_length: int = 67  # generated tokens, the stop token included (msclap: entry_length=67)
@@ -48,21 +48,6 @@ class GenerationConfig:
     top_k: int = 0  # sampling: keep the k most likely tokens (0: all)
     seed: int | None = 0  # sampling: generator seed (None: torch's global RNG)
     num_samples: int = 1  # sampling: sequences drawn per input (candidates for a reranker), best first
-    # re-order the beam's candidates after the search (openclap.caption.rerank): None; "clap" (the
-    # captioner's CLAP model scores the audio-text cosine); "consensus" (mean CIDEr-D against the captions of
-    # the nearest training clips); "clap+consensus". Key = cosine + rerank_consensus_weight * consensus
-    # + rerank_lm_weight * mean log p (terms of the chosen reranker only)
-    rerank: str | None = None
-    rerank_lm_weight: float = 0.0
-    rerank_consensus_weight: float = 1.0
-    # consensus voters: the captions of the rerank_k nearest training clips (None: the neighbours file's k),
-    # each weighted by exp(cosine / rerank_tau) (None: equal votes). Many voters estimate a clip's caption
-    # distribution (minimum-Bayes-risk choice under CIDEr-D); a small tau trusts the closest clips more.
-    rerank_k: int | None = None
-    rerank_tau: float | None = None
-    # the candidates a reranker orders: "beam" (the search's), or "beam+neighbours" (also the captions of the
-    # clip's nearest training clips, scored by the decoder by teacher forcing: retrieval-augmented)
-    rerank_pool: str = "beam"
 
     def __post_init__(self) -> None:
         if self.strategy not in ("greedy", "beam", "sample"):
@@ -83,23 +68,6 @@ class GenerationConfig:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.num_samples > 1 and self.strategy != "sample":
             raise ValueError(f"num_samples={self.num_samples} needs strategy='sample', got {self.strategy!r}")
-        if self.rerank_k is not None and self.rerank_k < 1:
-            raise ValueError(f"rerank_k must be >= 1 (or None for the neighbours file's k), got {self.rerank_k}")
-        if self.rerank_tau is not None and self.rerank_tau <= 0:
-            raise ValueError(f"rerank_tau must be > 0 (or None for equal votes), got {self.rerank_tau}")
-        if self.rerank not in (None, "clap", "consensus", "clap+consensus"):
-            raise ValueError(
-                f"rerank must be None, 'clap', 'consensus' or 'clap+consensus', got {self.rerank!r}"
-            )
-        if self.rerank_pool not in ("beam", "beam+neighbours"):
-            raise ValueError(f"rerank_pool must be 'beam' or 'beam+neighbours', got {self.rerank_pool!r}")
-        if self.rerank_pool != "beam" and self.rerank is None:
-            raise ValueError("rerank_pool='beam+neighbours' needs a reranker (rerank=...)")
-        if self.rerank_lm_weight < 0 or self.rerank_consensus_weight < 0:
-            raise ValueError(
-                "rerank_lm_weight and rerank_consensus_weight must be >= 0, got "
-                f"{self.rerank_lm_weight}, {self.rerank_consensus_weight}"
-            )
 
 
 @dataclass
@@ -111,8 +79,6 @@ class Hypothesis:
     length: int  # generated tokens, the stop token included
     finished: bool  # True when the stop token was generated
     clap_score: float | None = None  # audio-text cosine, set by CLAP reranking
-    consensus: float | None = None  # mean CIDEr-D against the nearest training captions (consensus reranking)
-    retrieved: bool = False  # a training caption added by rerank_pool="beam+neighbours", not decoded
 
     @property
     def mean_logprob(self) -> float:

@@ -161,26 +161,6 @@ def cider_d_per_item(
     return _mean_single_reference_cider(candidates, references, references, max_n, sigma)
 
 
-def expected_cider_d_per_item(
-    candidates: Sequence[str],
-    references: Sequence[Sequence[str]],
-    draws: Sequence[Sequence[str]],
-    max_n: int = 4,
-    sigma: float = 6.0,
-) -> list[float]:
-    """Each candidate's mean CIDEr-D over ``draws[i]``, other references the clip could have been given
-    (e.g. every caption written from the same template set for the same metadata), each scored as if it
-    were the clip's only reference; the idf comes from ``references`` (the corpus actually evaluated).
-
-    With templated captions one drawn reference makes the score of a caption mostly luck (does it hit the
-    template that was drawn?); the mean over the draws is its expected score, a far less noisy way to
-    compare decoders on a small validation split."""
-    _check(candidates, references)
-    if len(draws) != len(candidates) or any(len(d) == 0 for d in draws):
-        raise ValueError(f"need a non-empty list of draws for each of the {len(candidates)} candidates")
-    return _mean_single_reference_cider(candidates, references, draws, max_n, sigma)
-
-
 def _mean_single_reference_cider(
     candidates: Sequence[str],
     references: Sequence[Sequence[str]],

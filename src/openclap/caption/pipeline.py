@@ -31,14 +31,7 @@ from openclap.caption.factory import (
 )
 from openclap.caption.generate import DecoderStepper, GenerationConfig, Hypothesis, generate
 from openclap.caption.model import CaptionModel
-from openclap.caption.rerank import (
-    CLAP_SUBDIR,
-    ClapReranker,
-    NeighbourCaptions,
-    bundled_clap,
-    bundled_neighbours,
-    rerank,
-)
+from openclap.caption.rerank import Reranker
 from openclap.config import TextConfig
 from openclap.pipeline import AudioInput, ClapPipeline
 from openclap.text.tokenizer import TextTokenizer
@@ -140,21 +133,10 @@ class CaptionResult:
 
 
 class CaptionPipeline:
-    """A caption model with its tokenizer: ``caption(files)`` and ``caption_embeddings(embeds)``.
+    """A caption model with its tokenizer: ``caption(files)`` and ``caption_embeddings(embeds)``; both take
+    an optional ``reranker`` (``openclap.caption.rerank.Reranker``, e.g. ``ClapReranker``)."""
 
-    ``reranker``: a ``ClapReranker`` over the CLAP model whose audio tower the captioner uses (checked),
-    needed by ``GenerationConfig(rerank="clap")``; ``neighbours``: training captions with their
-    embeddings (``NeighbourCaptions``), needed by ``rerank="consensus"``.
-    """
-
-    def __init__(
-        self,
-        model: CaptionModel,
-        tokenizer: CaptionTokenizer,
-        device: str | torch.device = "cpu",
-        reranker: ClapReranker | None = None,
-        neighbours: NeighbourCaptions | None = None,
-    ) -> None:
+    def __init__(self, model: CaptionModel, tokenizer: CaptionTokenizer, device: str | torch.device = "cpu") -> None:
         if tokenizer.vocab_size > model.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but the decoder only {model.vocab_size}; "
@@ -166,16 +148,6 @@ class CaptionPipeline:
         self.random_weights = False  # set by load_captioner: seeded random weights, asked for explicitly
         # The audio side of CLAP inference, reused as is: CaptionModel has ClapModel's encode_audio.
         self.audio = ClapPipeline(model, tokenizer.text, device=self.device)  # type: ignore[arg-type]
-        self.reranker: ClapReranker | None = None
-        if reranker is not None:
-            self.set_reranker(reranker)
-        self.neighbours = neighbours
-
-    def set_reranker(self, reranker: ClapReranker | None) -> None:
-        """Use ``reranker`` for ``rerank="clap"`` (its audio tower must be the captioner's)."""
-        if reranker is not None:
-            reranker.check_audio_tower(self.model)
-        self.reranker = reranker
 
     @property
     def config(self) -> CaptionConfig:
@@ -192,89 +164,25 @@ class CaptionPipeline:
         audio_embeds: np.ndarray | torch.Tensor,
         generation: GenerationConfig | None = None,
         batch_size: int = 16,
+        reranker: Reranker | None = None,
     ) -> list[list[tuple[str, Hypothesis]]]:
-        """Caption (N, D) audio embeddings: per row, (caption, hypothesis) pairs, best first."""
+        """Caption (N, D) audio embeddings: per row, (caption, hypothesis) pairs, best first (by the
+        search's score, or by ``reranker``)."""
         gen = generation or self.generation_config()
         embeds = torch.as_tensor(np.asarray(audio_embeds, dtype=np.float32))
         if embeds.ndim != 2:
             raise ValueError(f"audio_embeds must be (N, D), got shape {tuple(embeds.shape)}")
-        self._check_rerank(gen.rerank)
+        check = getattr(reranker, "check_audio_tower", None)
+        if check is not None:  # a CLAP reranker's cosine is meaningful only for its own audio tower
+            check(self.model)
         out: list[list[tuple[str, Hypothesis]]] = []
         for start in range(0, len(embeds), batch_size):
             prefix = self.model.prefix(embeds[start : start + batch_size].to(self.device))  # (b, P, W)
             for hyps in generate(DecoderStepper(self.model.decoder), prefix, self.tokenizer.stop_id, gen):
                 out.append([(self.tokenizer.decode(h.tokens), h) for h in hyps])
-        if gen.rerank is not None:
-            out = self.rerank(embeds.numpy(), out, gen)
+        if reranker is not None:
+            out = reranker.rerank(embeds.numpy(), out)
         return out
-
-    def _check_rerank(self, kind: str | None) -> None:
-        if kind is not None and "clap" in kind and self.reranker is None:
-            raise ValueError(
-                f"rerank={kind!r} needs the captioner's CLAP model: load_captioner(..., "
-                "rerank_model=CLAP_DIR) or pipeline.set_reranker(ClapReranker.load(CLAP_DIR))"
-            )
-        if kind is not None and "consensus" in kind and self.neighbours is None:
-            raise ValueError(
-                f"rerank={kind!r} needs the training captions: a caption model directory with "
-                "neighbours.npz (written by the captioning trainer) or pipeline.neighbours = NeighbourCaptions(...)"
-            )
-
-    def rerank(
-        self,
-        audio_embeds: np.ndarray,
-        candidates: list[list[tuple[str, Hypothesis]]],
-        generation: GenerationConfig,
-    ) -> list[list[tuple[str, Hypothesis]]]:
-        """Re-order each row's ``(caption, hypothesis)`` candidates as ``generation.rerank`` says
-        (``openclap.caption.rerank.rerank``); the input lists are not modified."""
-        kind = generation.rerank
-        if kind is None:
-            return [list(row) for row in candidates]
-        self._check_rerank(kind)
-        if generation.rerank_pool == "beam+neighbours":
-            self._check_rerank("consensus")  # needs the training captions
-            near = self.neighbours.neighbours(audio_embeds, generation.rerank_k)
-            candidates = [
-                list(row)
-                + self.score_captions(audio_embeds[r], [self.neighbours.captions[i] for i in near[r]])
-                for r, row in enumerate(candidates)
-            ]
-        texts = [[t for t, _ in row] for row in candidates]
-        clap = self.reranker.scores(audio_embeds, texts) if "clap" in kind else [None] * len(texts)
-        votes = (
-            self.neighbours.scores(audio_embeds, texts, generation.rerank_k, generation.rerank_tau)
-            if "consensus" in kind
-            else [None] * len(texts)
-        )
-        weight = generation.rerank_consensus_weight if kind == "clap+consensus" else 1.0
-        return [
-            rerank(row, c, generation.rerank_lm_weight, v, weight)
-            for row, c, v in zip(candidates, clap, votes)
-        ]
-
-    @torch.inference_mode()
-    def score_captions(
-        self, audio_embed: np.ndarray | torch.Tensor, captions: Sequence[str]
-    ) -> list[tuple[str, Hypothesis]]:
-        """Given captions as hypotheses for one (D,) audio embedding: the decoder's log-probability of each
-        caption's tokens and of the stop token, by teacher forcing (``retrieved=True``)."""
-        if not captions:
-            return []
-        embed = torch.as_tensor(np.asarray(audio_embed, dtype=np.float32)).reshape(1, -1).to(self.device)
-        tok = self.tokenizer(list(captions))
-        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
-        out = self.model(embed.expand(len(captions), -1), ids, mask)
-        logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, ids[..., None]).squeeze(-1)  # (B, L)
-        hyps = []
-        for row, text in enumerate(captions):
-            seq = ids[row, : int(mask[row].sum())].tolist()
-            # the caption's tokens end where the suffix starts; the stop token is the suffix's first
-            n = len(self.tokenizer.suffix_ids)
-            end = len(seq) - n if seq[len(seq) - n :] == self.tokenizer.suffix_ids else len(seq) - 1
-            total = float(logp[row, : end + 1].sum())
-            hyps.append((text, Hypothesis(seq[:end], total, end + 1, True, retrieved=True)))
-        return hyps
 
     def caption(
         self,
@@ -287,6 +195,7 @@ class CaptionPipeline:
         batch_size: int = 8,
         progress: bool = False,
         on_error: str = "raise",
+        reranker: Reranker | None = None,
     ) -> list[CaptionResult]:
         """Caption files or waveforms; long recordings also get per-window captions when ``windows``.
 
@@ -318,7 +227,7 @@ class CaptionPipeline:
                     owners.append((index, w))
                     result.windows.append(WindowCaption(float(span.start), float(span.end), "", 0.0))
         if rows:
-            captions = self.caption_embeddings(np.stack(rows), gen)
+            captions = self.caption_embeddings(np.stack(rows), gen, reranker=reranker)
             for (index, w), hyps in zip(owners, captions):
                 text, best = hyps[0]
                 if w is None:
@@ -333,14 +242,9 @@ class CaptionPipeline:
         return results
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write caption_config.json, model.safetensors and tokenizer/: ``load_captioner(directory)`` reads it.
-        With a reranker, its CLAP model goes to ``clap/`` (``load_captioner`` picks it up for reranking)."""
+        """Write caption_config.json, model.safetensors and tokenizer/: ``load_captioner(directory)`` reads it."""
         out = save_caption_model(self.model, directory)
         self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
-        if self.reranker is not None:
-            self.reranker.clap.save_pretrained(out / CLAP_SUBDIR)
-        if self.neighbours is not None:
-            self.neighbours.save(out)
         return out
 
 
@@ -349,31 +253,18 @@ def load_captioner(
     checkpoint: str | os.PathLike | None = None,
     tokenizer: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
-    rerank_model: str | os.PathLike | None = None,
     pretrained: bool = True,
 ) -> CaptionPipeline:
     """A ready ``CaptionPipeline`` from a caption preset (+ checkpoint, e.g. msclap's
-    ``clapcap_weights_2023.pth``) or a saved caption model directory.
-
-    ``rerank_model``: the CLAP model directory for ``rerank="clap"``; by default a caption model directory's
-    own ``clap/`` (written by the captioning trainer), if present. A directory's ``neighbours.npz``
-    (training captions, also written by the trainer) enables ``rerank="consensus"``. A preset with
-    published weights and no ``checkpoint`` reads them from the hub cache or fails naming the download;
-    ``pretrained=False`` asks for seeded random weights (``random_weights`` is then True)."""
+    ``clapcap_weights_2023.pth``) or a saved caption model directory (for CLAP reranking, a directory
+    written by the captioning trainer carries its CLAP model in ``clap/``: ``rerank.bundled_clap``).
+    A preset with published weights and no ``checkpoint`` reads them from the hub cache or fails naming the
+    download; ``pretrained=False`` asks for seeded random weights (``random_weights`` is then True)."""
     config = resolve_caption_config(name_or_dir)
     own = None if isinstance(name_or_dir, CaptionConfig) else Path(name_or_dir) / TOKENIZER_DIR
     if tokenizer is None and own is not None and is_caption_dir(name_or_dir) and own.is_dir():
         tokenizer = own
     model = load_caption_model(name_or_dir, checkpoint=checkpoint, device=device, pretrained=pretrained)
-    if rerank_model is None and not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir):
-        rerank_model = bundled_clap(name_or_dir)
-    reranker = ClapReranker.load(rerank_model, device=device) if rerank_model is not None else None
-    memory = None
-    if not isinstance(name_or_dir, CaptionConfig) and is_caption_dir(name_or_dir):
-        found = bundled_neighbours(name_or_dir)
-        memory = NeighbourCaptions.load(found) if found is not None else None
-    pipeline = CaptionPipeline(
-        model, CaptionTokenizer(config.text, tokenizer), device=device, reranker=reranker, neighbours=memory
-    )
+    pipeline = CaptionPipeline(model, CaptionTokenizer(config.text, tokenizer), device=device)
     pipeline.random_weights = caption_random_weights(name_or_dir, checkpoint, pretrained)
     return pipeline

@@ -19,6 +19,7 @@ from openclap.cli import (
 if TYPE_CHECKING:
     from openclap.caption.generate import GenerationConfig
     from openclap.caption.pipeline import CaptionPipeline
+    from openclap.caption.rerank import ClapReranker
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,12 +76,19 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-length", type=int, default=None, help="most tokens per caption (default: the model's)"
     )
     parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --sample: draw N captions per input and keep the best (by --rerank, else by log p) "
+        "(default 1)",
+    )
+    parser.add_argument(
         "--rerank",
-        choices=["none", "clap", "consensus", "clap+consensus"],
+        choices=["none", "clap"],
         default="none",
-        help="re-order the beam's candidates: clap = by the CLAP audio-text cosine of the captioner's own "
-        "CLAP model; consensus = by agreement (CIDEr-D) with the captions of the nearest training clips "
-        "(the model directory's neighbours.npz); clap+consensus = both (default: none)",
+        help="re-order the candidates by the CLAP audio-text cosine of the captioner's own CLAP model "
+        "(default: none)",
     )
     parser.add_argument(
         "--rerank-model",
@@ -94,64 +102,14 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="rerank key += this x mean log-probability (default 0)",
     )
-    parser.add_argument(
-        "--num-samples",
-        type=int,
-        default=1,
-        metavar="N",
-        help="with --sample: draw N captions per input and keep the best (by --rerank, else by log p) "
-        "(default 1)",
-    )
-    parser.add_argument(
-        "--rerank-k",
-        type=int,
-        default=None,
-        metavar="K",
-        help="consensus: the captions of the K nearest training clips vote (default: the model's, 5)",
-    )
-    parser.add_argument(
-        "--rerank-tau",
-        type=float,
-        default=None,
-        help="consensus: weight each vote by exp(cosine / TAU) (default: equal votes)",
-    )
-    parser.add_argument(
-        "--rerank-pool",
-        choices=["beam", "beam+neighbours"],
-        default="beam",
-        help="what --rerank orders: the beam's captions, or also the captions of the --rerank-k nearest "
-        "training clips (retrieval-augmented; needs neighbours.npz) (default: beam)",
-    )
-    parser.add_argument(
-        "--rerank-consensus-weight",
-        type=float,
-        default=1.0,
-        help="--rerank clap+consensus key = cosine + this x consensus (default 1)",
-    )
 
 
 def decoding_from_args(args: argparse.Namespace, captioner: CaptionPipeline) -> GenerationConfig:
-    """The ``GenerationConfig`` the decoding options ask for, checked against what ``captioner`` carries."""
+    """The ``GenerationConfig`` (the search) the decoding options ask for."""
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
-    if args.rerank_lm_weight < 0 or args.rerank_consensus_weight < 0:
-        raise UsageError("--rerank-lm-weight and --rerank-consensus-weight must be >= 0")
     if args.num_samples != 1 and not args.sample:
         raise UsageError("--num-samples needs --sample")
-    rerank = None if args.rerank == "none" else args.rerank
-    if rerank is not None and "clap" in rerank and captioner.reranker is None:
-        raise UsageError(
-            f"--rerank {rerank} needs the captioner's CLAP model: {args.model} has no clap/ folder; "
-            "pass --rerank-model CLAP_DIR"
-        )
-    if args.rerank_pool != "beam" and rerank is None:
-        raise UsageError("--rerank-pool beam+neighbours needs --rerank")
-    needs_memory = rerank is not None and ("consensus" in rerank or args.rerank_pool != "beam")
-    if needs_memory and captioner.neighbours is None:
-        raise UsageError(
-            f"--rerank {rerank} needs the training captions: {args.model} has no neighbours.npz "
-            "(written by the captioning trainer)"
-        )
     strategy = "greedy" if args.greedy else "sample" if args.sample else "beam"
     overrides = {
         "strategy": strategy,
@@ -161,12 +119,6 @@ def decoding_from_args(args: argparse.Namespace, captioner: CaptionPipeline) -> 
         "top_p": args.top_p,
         "seed": args.seed,
         "num_samples": args.num_samples,
-        "rerank": rerank,
-        "rerank_lm_weight": args.rerank_lm_weight,
-        "rerank_consensus_weight": args.rerank_consensus_weight,
-        "rerank_k": args.rerank_k,
-        "rerank_tau": args.rerank_tau,
-        "rerank_pool": args.rerank_pool,
     }
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
@@ -174,6 +126,21 @@ def decoding_from_args(args: argparse.Namespace, captioner: CaptionPipeline) -> 
         return captioner.generation_config(**overrides)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def reranker_from_args(args: argparse.Namespace) -> ClapReranker | None:
+    """The CLAP reranker ``--rerank clap`` asks for: ``--rerank-model``, else the caption model's ``clap/``."""
+    from openclap.caption.rerank import ClapReranker, bundled_clap
+
+    if args.rerank == "none":
+        return None
+    if args.rerank_lm_weight < 0:
+        raise UsageError(f"--rerank-lm-weight must be >= 0, got {args.rerank_lm_weight}")
+    source = args.rerank_model or bundled_clap(args.model)
+    if source is None:
+        raise UsageError(f"--rerank clap needs the captioner's CLAP model: {args.model} has no clap/ folder; "
+                         "pass --rerank-model CLAP_DIR")
+    return ClapReranker.load(source, device=args.device, lm_weight=args.rerank_lm_weight)
 
 
 def _stamp(seconds: float) -> str:
@@ -194,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         tokenizer=args.tokenizer,
         device=args.device,
-        rerank_model=args.rerank_model,
     )
     generation = decoding_from_args(args, captioner)
     results = captioner.caption(
@@ -205,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=progress_enabled(args),
         on_error="skip",
+        reranker=reranker_from_args(args),
     )
     failed = 0
     for r in results:
