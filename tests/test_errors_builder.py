@@ -64,3 +64,14 @@ def test_builder_honours_literal_types_and_keys() -> None:
         build(_Outer, {"inner": {"sizes": [1, "2"]}})
     with pytest.raises(ConfigError, match=r"kind must be one of \['x', 'y'\]"):
         _Outer(kind="z")  # hand-made configs are checked too (check_literals in __post_init__)
+
+
+@dataclass
+class _Task:
+    inner: _Inner = field(default_factory=lambda: _Inner(mode="b", sizes=(7,)))
+
+
+def test_partial_nested_mapping_keeps_the_fields_own_defaults() -> None:
+    # a task's optimiser defaults survive `optim: {lr: ...}`: only the given keys change
+    assert build(_Task, {"inner": {"sizes": [1]}}) == _Task(_Inner("b", (1,)))
+    assert build(_Task, {}) == _Task(_Inner("b", (7,)))
