@@ -194,6 +194,7 @@ def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
     train_steps = [r["step"] for r in records if "loss" in r]
     assert train_steps == [1, 2, 3, 4]
     assert all(r["lr"] > 0 and r["logit_scale"] > 0 and 0 <= r["data_wait"] <= 1 for r in records if "loss" in r)
+    assert [r["epoch"] for r in records if "loss" in r] == [0, 0, 1, 1]  # 16 clips, batch 8: 2 steps per epoch
     evals = [r for r in records if "val/digits/zeroshot_acc" in r]
     assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["val/digits/t2a_R@5"] <= 1 for r in evals)
     assert [p.name for _, p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.pt"]  # keep 1

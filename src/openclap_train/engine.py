@@ -91,8 +91,8 @@ class Task:
         """Validation metrics (rank 0 only); an empty dict when the task has nothing to validate."""
         return {}
 
-    def log_record(self) -> dict[str, Any]:
-        """Extra fields of a step's log record (e.g. the logit scale, per-task losses)."""
+    def log_record(self, step: int) -> dict[str, Any]:
+        """Extra fields of the log record after optimiser step ``step`` (e.g. the epoch, per-task losses)."""
         return {}
 
     def checkpoint_extra(self, step: int) -> dict[str, Any]:
@@ -418,7 +418,7 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
 
         if step % config.log_every == 0 or step == total_steps:
             elapsed = time.perf_counter() - t_log
-            record = {"step": step, "loss": step_loss, "lr": lr, **task.log_record(),
+            record = {"step": step, "loss": step_loss, "lr": lr, **task.log_record(step),
                       "samples_per_s": steps_log * config.batch_size / max(elapsed, 1e-9),
                       "data_wait": wait_log / max(elapsed, 1e-9)}
             writer.write(record)

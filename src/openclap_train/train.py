@@ -211,8 +211,10 @@ class ClapTask(Task):
         return evaluate(self.model, self.tokenizer, self.eval_sets, self.config.zeroshot_template,
                         self.config.eval_batch_size, device)
 
-    def log_record(self) -> dict[str, Any]:
-        return {"logit_scale": float(self.model.scale().detach())}
+    def log_record(self, step: int) -> dict[str, Any]:
+        per_epoch = self.steps_per_epoch
+        return {"epoch": (step - 1) // per_epoch if per_epoch else None,
+                "logit_scale": float(self.model.scale().detach())}
 
     def checkpoint_extra(self, step: int) -> dict[str, Any]:
         per_epoch = self.steps_per_epoch

@@ -103,7 +103,7 @@ class MultiTaskPretraining(Task):
             acc[1] += rows
         return {"tasks": loss}
 
-    def log_record(self) -> dict[str, Any]:
+    def log_record(self, step: int) -> dict[str, Any]:
         # per-task train loss over the rows this rank saw since the last log line
         record: dict[str, Any] = {f"train/{n}/loss": s / max(1, k) for n, (s, k) in self.task_window.items()}
         record.update({f"train/{n}/rows": k for n, (s, k) in self.task_window.items()})
