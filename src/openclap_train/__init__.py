@@ -1,7 +1,9 @@
-"""openclap's trainer: contrastive pretraining and fine-tuning of CLAP models (kept apart from the library).
+"""openclap's trainer (kept apart from the library, which never imports it).
 
-``python -m openclap_train CONFIG --run-dir DIR`` (also under ``torchrun``) or ``openclap train``.
-The library (``openclap``) never imports this package.
+One loop, ``openclap_train.engine.run(task)``, trains three tasks: CLAP training (``openclap_train.train``,
+``openclap train`` / ``python -m openclap_train``, also under ``torchrun``), multi-task audio pretraining
+(``openclap_train.multitask``, ``openclap pretrain-audio``) and captioning (``openclap_train.captioning``).
+Every recipe has the same loop keys (``openclap_train.config.LoopConfig``, with the ``optim:`` block).
 
 Reproducibility guarantees (tested in ``tests/test_train_distributed.py``):
 
