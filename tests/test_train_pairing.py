@@ -50,7 +50,7 @@ def run(pairs, tmp_path_factory: pytest.TempPathFactory) -> Path:
                             "text": {"transformer": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}},
         "train_manifest": [str(manifest)],
         "val_manifest": [{"path": str(manifest), "name": "pairs", "template": "{}"}],
-        "batch_size": 10, "max_steps": STEPS, "warmup_steps": 2, "lr": 3e-3, "log_every": 1,
+        "batch_size": 10, "max_steps": STEPS, "optim": {"warmup_steps": 2, "lr": 3e-3}, "log_every": 1,
         "eval_every": STEPS, "save_every": STEPS, "batchnorm": "frozen", "seed": 0, "num_workers": 0,
     }  # fmt: skip
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
