@@ -69,3 +69,15 @@ def state_dict_fingerprint(
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's config and weights (bulk jobs and indexes): results of another model are
+    never reused. A copy that remembers its source's fingerprint (``openclap_fingerprint``, set by
+    ``bulk.speed.quantize_int8``) returns that."""
+    known = getattr(model, "openclap_fingerprint", None)
+    if known is not None:
+        return known
+    config = getattr(model, "config", None)
+    extra = config.to_dict() if config is not None and hasattr(config, "to_dict") else None
+    return state_dict_fingerprint(model.state_dict(), extra=extra)[:16]

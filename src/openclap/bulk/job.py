@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from openclap.audio.io import is_not_audio
 from openclap.bulk.reader import Piece, WindowPlan, iter_decoded
 from openclap.bulk.store import ChunkStore, Row, file_key
-from openclap.errors import state_dict_fingerprint
+from openclap.errors import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -153,16 +153,6 @@ def collect_inputs(
         else:
             out.append(str(p.resolve()) if p.exists() else str(p.absolute()))
     return list(dict.fromkeys(out))
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's config and weights: results of another model are never reused."""
-    known = getattr(model, "openclap_fingerprint", None)  # set by quantize_int8 on its copies
-    if known is not None:
-        return known
-    config = getattr(model, "config", None)
-    extra = config.to_dict() if config is not None and hasattr(config, "to_dict") else None
-    return state_dict_fingerprint(model.state_dict(), extra=extra)[:16]
 
 
 def window_plan(pipeline, hop_seconds: float | None, block_seconds: float) -> WindowPlan:

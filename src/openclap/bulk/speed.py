@@ -32,7 +32,7 @@ def quantize_int8(
     """
     import re
 
-    from openclap.bulk.job import model_fingerprint
+    from openclap.errors import model_fingerprint
 
     keep = INT8_KEEP_FP32 if keep_fp32 is None else keep_fp32
     fingerprint = model_fingerprint(model) + "+int8"
