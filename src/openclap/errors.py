@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,22 @@ import torch
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid."""
+
+
+class AudioLoadError(ValueError):
+    """Audio could not be loaded, or was loaded but is unusable (empty, silent, NaN).
+
+    ``path`` is the offending file, or ``None`` for in-memory input. ``kind`` is ``"not audio"``,
+    ``"no audio stream"`` or ``"unsupported codec"`` for those cases (the message then starts with it),
+    else ``None``.
+    """
+
+    def __init__(
+        self, message: str, path: str | os.PathLike[str] | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.kind = kind
 
 
 class CheckpointError(ValueError):

@@ -97,7 +97,7 @@ class FFmpegFile:
     def __init__(
         self, source: str | os.PathLike[str] | IO[bytes], name: str, stream: int = 0, tried: str = ""
     ) -> None:
-        from openclap.audio.io import AudioLoadError
+        from openclap.errors import AudioLoadError
 
         av = _import_av()
         self.name = name
@@ -193,7 +193,7 @@ class FFmpegFile:
 
     def _next_frame(self) -> tuple[int, int] | None:
         """Decode one more frame into the queue; its (rate, channels), or None at the end."""
-        from openclap.audio.io import AudioLoadError
+        from openclap.errors import AudioLoadError
 
         av = self._av
         try:

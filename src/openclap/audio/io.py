@@ -58,6 +58,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from openclap.errors import AudioLoadError
+
 if TYPE_CHECKING:
     import torch
 
@@ -91,22 +93,6 @@ AudioSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 NOT_AUDIO_KINDS = ("not audio", "no audio stream")
 """``AudioLoadError.kind`` values of inputs that are not audio at all (counted apart from failures)."""
-
-
-class AudioLoadError(ValueError):
-    """Audio could not be loaded, or was loaded but is unusable (empty, silent, NaN).
-
-    ``path`` is the offending file, or ``None`` for in-memory input. ``kind`` is ``"not audio"``,
-    ``"no audio stream"`` or ``"unsupported codec"`` for those cases (the message then starts with it),
-    else ``None``.
-    """
-
-    def __init__(
-        self, message: str, path: str | os.PathLike[str] | None = None, kind: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-        self.kind = kind
 
 
 def is_not_audio(reason: str) -> bool:
