@@ -574,6 +574,10 @@ def choose_decoding(
     pooled) and return the best with the table (the nearest-caption baseline on validation included)."""
     parts = [read_manifest(spec) for spec in cfg.val_manifest]
     val = [s for part in parts for s in part]
+    logger.info(
+        "choosing the decoding on %d validation clips: %d candidate setting(s), each decodes every clip",
+        len(val), len(cfg.decoding_candidates),
+    )
     val_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
     )
