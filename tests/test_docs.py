@@ -92,7 +92,7 @@ BLOCKS = {
     "docs/openclap-mini.md: bash scripts/train_openclap_mini.sh runs/openclap-": "shell",
     "docs/pretraining.md: openclap pretrain-audio configs/pretrain-audio/sha": "shell",
     "docs/pretraining.md: tasks:": "yaml",
-    "docs/pretraining.md: from openclap_train.config import load_config": "python",
+    "docs/pretraining.md: openclap train configs/small-shared-data.yaml --ru": "shell",
     "docs/pretraining.md: python -m openclap_train.multitask.adapters esc50 ": "shell",
     "docs/pretraining.md: - {name: esc50, manifest: {path: manifests/esc50.c": "yaml",
     "docs/pretraining.md: python scripts/ablation_htsat22.py --model small -": "shell",
@@ -121,8 +121,6 @@ COMMANDS = {
     "openclap caption clips/ --model runs/caption-small/final --beam 5 --rerank clap": (
         "missing: runs/caption-small/final"
     ),
-    "openclap caption clips/ --model runs/caption-small/final --sample --num-samples 30 --rerank consensus "
-    "--rerank-k 40 --rerank-tau 0.05": "missing: runs/caption-small/final",
     "openclap eval captioning --manifest test.csv --split test --model runs/caption-small/final --out report/": (
         "missing: runs/caption-small/final"
     ),
@@ -146,6 +144,7 @@ COMMANDS = {
     "openclap pretrain-audio configs/pretrain-audio/shared-data-7tasks.yaml --run-dir runs/pt --resume latest": (
         "slow"
     ),
+    "openclap train configs/small-shared-data.yaml --run-dir runs/clap-pt --set init_audio=runs/pt/final": "slow",
     "torchrun --nproc_per_node 2 -m openclap_train.multitask configs/pretrain-audio/shared-data-7tasks.yaml "
     "--run-dir runs/pt": "skip: tests/test_pretrain_audio_distributed.py runs it under torchrun",
     "python -m openclap_train.multitask.adapters esc50 ~/data/ESC-50-master --out manifests/esc50.csv": (
@@ -185,7 +184,6 @@ PYTHON = {
         ('"clapcap-2023", checkpoint="clapcap_weights_2023.pth"', '"clapcap-tiny"'),
     ],
     "docs/openclap-mini.md: import openclap": [],
-    "docs/pretraining.md: from openclap_train.config import load_config": "slow",
 }
 
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]+(\.\.\.)?$|^[A-Z]$|\.\.\.$|^PATH|^/data/|configs/my\.yaml")
