@@ -177,7 +177,7 @@ def _nested_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]
     position with `embed`'s inputs) has its own parser, usage and help; everything else the full parser."""
     words = [i for i, a in enumerate(argv) if not a.startswith("-")]
     if len(words) >= 2 and [argv[i] for i in words[:2]] == ["embed", "merge"]:
-        from openclap.commands.embed_merge import build_merge_parser
+        from openclap.embed_merge import build_merge_parser
 
         return build_merge_parser(), [a for i, a in enumerate(argv) if i not in words[:2]]
     return build_parser(), argv
