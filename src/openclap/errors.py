@@ -9,9 +9,10 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: openclap.onnx imports this module without torch
+    import torch
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,8 @@ def state_dict_fingerprint(
     Bytes, not sums: a sign flip or two swapped rows change it. ``prefixes`` keeps only keys starting
     with one of them (e.g. the audio tower's).
     """
+    import torch
+
     keep = tuple(prefixes) if prefixes is not None else None
     digest = hashlib.blake2b(digest_size=16)
     if extra is not None:
