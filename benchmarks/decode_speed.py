@@ -88,7 +88,9 @@ def time_decoder(decode, files: list[Path], repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--repeats", type=int, default=3)
@@ -112,8 +114,15 @@ def main() -> None:
                 fn(files[0])  # warm-up (library loading)
                 t = time_decoder(fn, files, args.repeats)
                 rows.append(
-                    (fmt, decoder, args.files / t, mb / t, audio_seconds / t, mb / args.files,
-                     "yes" if decoder == chosen else "")
+                    (
+                        fmt,
+                        decoder,
+                        args.files / t,
+                        mb / t,
+                        audio_seconds / t,
+                        mb / args.files,
+                        "yes" if decoder == chosen else "",
+                    )
                 )
     print(
         f"{args.files} files x {args.seconds:g} s stereo 44.1 kHz per format, decode to float32, "

@@ -40,8 +40,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["tiny", "msclap-2023"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         clips = make_clips(Path(tmp), args.clips)
         print(f"{'model':<14} {'batch':>5} {'clips/s':>9} {'s/clip':>8}  {'vs batch 1':>10}")

@@ -156,8 +156,13 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def time_variant(
-    variant, sets: dict[str, list[str]], prompts: list[str], fp32: dict[str, np.ndarray], temb: np.ndarray,
-    batch_size: int, repeats: int,
+    variant,
+    sets: dict[str, list[str]],
+    prompts: list[str],
+    fp32: dict[str, np.ndarray],
+    temb: np.ndarray,
+    batch_size: int,
+    repeats: int,
 ) -> tuple[dict[str, float], dict[str, float], float]:
     """Items/s and min cosine to float32 per workload, after a timed warm-up pass over all of them."""
     t0 = time.perf_counter()
@@ -320,7 +325,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings")
     parser.add_argument("--no-msclap", action="store_true", help="skip the msclap column")
     parser.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 rows")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (compiling takes minutes)")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile rows (compiling takes minutes)"
+    )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast rows")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -411,7 +418,14 @@ def main() -> None:
         # every workload (for --compile that pass compiles, once per new batch shape), reported apart.
         variants = [("float32 (eager, the default)", lambda: pipe.model, "float32", False)]
         if not args.no_int8:
-            variants.append(("dynamic int8 (per-channel, heads + merges fp32)", lambda: quantize_int8(pipe.model), "float32", False))
+            variants.append(
+                (
+                    "dynamic int8 (per-channel, heads + merges fp32)",
+                    lambda: quantize_int8(pipe.model),
+                    "float32",
+                    False,
+                )
+            )
         if not args.no_compile:
             variants.append(("torch.compile (float32)", lambda: copy.deepcopy(pipe.model), "float32", True))
         if not args.no_bf16:
@@ -426,11 +440,15 @@ def main() -> None:
                 variant = openclap_onnx.load(work / "onnx", threads=torch.get_num_threads())
             else:
                 variant = ClapPipeline(make_model(), pipe.tokenizer, dtype=dtype, compile=compile_)
-            speeds, cosines, warm = time_variant(variant, sets, prompts, fp32, temb, args.batch_size, args.repeats)
+            speeds, cosines, warm = time_variant(
+                variant, sets, prompts, fp32, temb, args.batch_size, args.repeats
+            )
             baseline = baseline or speeds
             for work_name, speed in speeds.items():
                 work_label = f"audio {work_name}" if work_name in sets else "text prompts"
-                option_rows.append((label, work_label, speed, speed / baseline[work_name], cosines[work_name], warm))
+                option_rows.append(
+                    (label, work_label, speed, speed / baseline[work_name], cosines[work_name], warm)
+                )
 
         print()
         print(
@@ -459,11 +477,15 @@ def main() -> None:
                 f"\nroof: a 2048^2 float32 matmul ran at {roof:.0f} GFLOP/s with {torch.get_num_threads()} threads; "
                 f"HTSAT-tiny (msclap-2023) is {HTSAT_GFLOP_7S} GFLOP per 7 s clip (torch.utils.flop_counter)"
             )
-            print("| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) | of roof |")
+            print(
+                "| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) | of roof |"
+            )
             print("|---|---|---|---|---|---|---|")
             for label, work_name, speed, ratio, c, warm in option_rows:
                 frac = f"{speed * HTSAT_GFLOP_7S / roof:.0%}" if work_name == "audio 7s_44k" else "-"
-                print(f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} | {frac} |")
+                print(
+                    f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} | {frac} |"
+                )
         if args.profile:
             profile_report(pipe, sets["7s_44k"])
         if args.long_minutes > 0:

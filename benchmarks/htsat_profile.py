@@ -67,7 +67,9 @@ def module_labels(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
@@ -82,11 +84,17 @@ def main() -> None:
         model(mel)
     gflop = counter.get_total_flops() / 1e9
     roof = matmul_roof(max(3, args.repeats))
-    print(f"HTSAT-tiny, batch {args.batch} x 7 s, {args.threads} thread(s): {gflop / args.batch:.2f} GFLOP per clip")
+    print(
+        f"HTSAT-tiny, batch {args.batch} x 7 s, {args.threads} thread(s): {gflop / args.batch:.2f} GFLOP per clip"
+    )
     print(f"2048^2 fp32 matmul roof: {roof:.1f} GFLOP/s")
     rows = []
     with torch.inference_mode():
-        for name, fast, fused in (("fast+fused", True, True), ("fast", True, False), ("reference", False, False)):
+        for name, fast, fused in (
+            ("fast+fused", True, True),
+            ("fast", True, False),
+            ("reference", False, False),
+        ):
             model.set_fast_path(fast)
             swin_fast.FUSED_LINEAR = fused
             t, spread = median_seconds(lambda: model(mel), args.repeats)
@@ -96,23 +104,34 @@ def main() -> None:
         t_roof2 = matmul_roof(3)
     print(f"{'path':<11} {'ms/clip':>8} {'spread':>7} {'GFLOP/s':>8} {'of roof':>8}")
     for name, t, spread, rate in rows:
-        print(f"{name:<11} {1000 * t / args.batch:8.1f} {1000 * spread / args.batch:7.1f} {rate:8.1f} {rate / roof:8.1%}")
+        print(
+            f"{name:<11} {1000 * t / args.batch:8.1f} {1000 * spread / args.batch:7.1f} {rate:8.1f} {rate / roof:8.1%}"
+        )
     print(f"(roof measured again after the runs: {t_roof2:.1f} GFLOP/s)")
     handles = module_labels(model)
-    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with (
+        torch.inference_mode(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof,
+    ):
         model(mel)
     for h in handles:
         h.remove()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    ops = sorted((e for e in events if not e.key.startswith("module: ")), key=lambda e: -e.self_cpu_time_total)
+    ops = sorted(
+        (e for e in events if not e.key.startswith("module: ")), key=lambda e: -e.self_cpu_time_total
+    )
     print(f"\nTop operators by self CPU time (fast path, total {total / 1e3:.0f} ms):")
     for e in ops[: args.top]:
-        print(f"  {e.key:<42} {e.self_cpu_time_total / 1e3:8.1f} ms {e.self_cpu_time_total / total:6.1%}  x{e.count}")
+        print(
+            f"  {e.key:<42} {e.self_cpu_time_total / 1e3:8.1f} ms {e.self_cpu_time_total / total:6.1%}  x{e.count}"
+        )
     mods = sorted((e for e in events if e.key.startswith("module: ")), key=lambda e: -e.cpu_time_total)
     print("\nTop modules by CPU time incl. children (summed over stages/blocks):")
     for e in mods[: args.top]:
-        print(f"  {e.key[8:]:<42} {e.cpu_time_total / 1e3:8.1f} ms {e.cpu_time_total / total:6.1%}  x{e.count}")
+        print(
+            f"  {e.key[8:]:<42} {e.cpu_time_total / 1e3:8.1f} ms {e.cpu_time_total / total:6.1%}  x{e.count}"
+        )
 
 
 if __name__ == "__main__":

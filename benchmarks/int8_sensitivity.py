@@ -25,7 +25,9 @@ import openclap
 from openclap.bulk.speed import INT8_KEEP_FP32, quantize_int8
 
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
-PROMPTS = [f"this is the sound of {w}" for w in ("a dog", "rain", "a violin", "a helicopter", "a clock", "waves")]
+PROMPTS = [
+    f"this is the sound of {w}" for w in ("a dog", "rain", "a violin", "a helicopter", "a clock", "waves")
+]
 
 
 def group_of(name: str) -> str:
@@ -52,7 +54,9 @@ def timed(fn, repeats: int = 3) -> tuple[float, np.ndarray]:  # type: ignore[no-
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="msclap-2023")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
@@ -67,15 +71,23 @@ def main() -> None:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.running_mean.shape
                 scale = (10.0, 300.0) if name.endswith("bn0") else (0.5, 1.5)
-                m.running_mean.copy_(torch.randn(n, generator=g) * scale[0] - (40 if name.endswith("bn0") else 0))
-                m.running_var.copy_(torch.rand(n, generator=g) * scale[1] + (100 if name.endswith("bn0") else 0.5))
+                m.running_mean.copy_(
+                    torch.randn(n, generator=g) * scale[0] - (40 if name.endswith("bn0") else 0)
+                )
+                m.running_var.copy_(
+                    torch.rand(n, generator=g) * scale[1] + (100 if name.endswith("bn0") else 0.5)
+                )
     clips = sorted(p for p in DEMO.iterdir() if p.suffix == ".flac")[: args.clips]
-    wave = torch.stack([pipeline._windows(openclap.load_audio(c, pipeline.sample_rate), None)[0][0] for c in clips])
+    wave = torch.stack(
+        [pipeline._windows(openclap.load_audio(c, pipeline.sample_rate), None)[0][0] for c in clips]
+    )
     tokens = pipeline.tokenizer(PROMPTS)
 
     def embed(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            return m.encode_audio(wave).numpy(), m.encode_text(tokens["input_ids"], tokens["attention_mask"]).numpy()
+            return m.encode_audio(wave).numpy(), m.encode_text(
+                tokens["input_ids"], tokens["attention_mask"]
+            ).numpy()
 
     t_fp32, (a32, t32) = timed(lambda: embed(model), 2)
     names = [n for n, m in model.named_modules() if type(m) is nn.Linear and not n.endswith(".head")]

@@ -66,7 +66,18 @@ def start_server(work: Path, model: str) -> tuple[subprocess.Popen, str]:
     index = work / "index"
     if not index.exists():
         subprocess.run(
-            [sys.executable, "-m", "openclap", "index", "build", str(DEMO), "--out", str(index), "--model", model],
+            [
+                sys.executable,
+                "-m",
+                "openclap",
+                "index",
+                "build",
+                str(DEMO),
+                "--out",
+                str(index),
+                "--model",
+                model,
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -74,7 +85,18 @@ def start_server(work: Path, model: str) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "openclap", "serve", "--index", str(index), "--port", str(port), "--model", model],
+        [
+            sys.executable,
+            "-m",
+            "openclap",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            "--model",
+            model,
+        ],
         env={**os.environ, "OPENCLAP_TOKEN": TOKEN},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -96,9 +118,13 @@ def honest_request(client: httpx.Client, rng: random.Random, clips: list[Path]) 
     clip = rng.choice(clips)
     kind = rng.choice(["text", "search", "classify", "audio", "search_audio", "health"])
     if kind == "text":
-        return client.post("/embed/text", json={"texts": [f"a sound number {rng.randrange(1000)}"]}).status_code
+        return client.post(
+            "/embed/text", json={"texts": [f"a sound number {rng.randrange(1000)}"]}
+        ).status_code
     if kind == "search":
-        return client.get("/search", params={"q": rng.choice(["rain", "a dog", "fire"]), "top_k": 5}).status_code
+        return client.get(
+            "/search", params={"q": rng.choice(["rain", "a dog", "fire"]), "top_k": 5}
+        ).status_code
     files = {"file": (clip.name, clip.read_bytes())}
     if kind == "classify":
         labels = ["rain", "fire", "rooster", f"label {rng.randrange(50)}"]
@@ -131,36 +157,55 @@ def attacks(big_flac: bytes) -> list[tuple[str, int, object]]:
     def no_token_50mb(client, url):
         try:
             return httpx.post(
-                url + "/embed/text", content=b"[" * 50_000_000, headers={"Content-Type": "application/json"}, timeout=30
+                url + "/embed/text",
+                content=b"[" * 50_000_000,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
             ).status_code
         except httpx.HTTPError:
             return 401  # answered 401 and closed before the body was sent
 
     return [
-        ("flac 8ch 655 kHz", 422, lambda c, u: c.post("/embed/audio", files={"file": ("x.flac", big_flac)}).status_code),
+        (
+            "flac 8ch 655 kHz",
+            422,
+            lambda c, u: c.post("/embed/audio", files={"file": ("x.flac", big_flac)}).status_code,
+        ),
         (
             "format-spec template",
             200,
-            lambda c, u: c.post(
-                "/classify",
-                files={"file": ("a.flac", (DEMO / "3_theo_0.flac").read_bytes())},
-                data={"labels": ["a", "b"], "template": "{{}}{:>10000000}"},
-            ).status_code,
+            lambda c, u: (
+                c.post(
+                    "/classify",
+                    files={"file": ("a.flac", (DEMO / "3_theo_0.flac").read_bytes())},
+                    data={"labels": ["a", "b"], "template": "{{}}{:>10000000}"},
+                ).status_code
+            ),
         ),
         (
             "lone surrogate",
             422,
-            lambda c, u: c.post(
-                "/embed/text", content=b'{"texts": ["\\ud800"]}', headers={"Content-Type": "application/json"}
-            ).status_code,
+            lambda c, u: (
+                c.post(
+                    "/embed/text",
+                    content=b'{"texts": ["\\ud800"]}',
+                    headers={"Content-Type": "application/json"},
+                ).status_code
+            ),
         ),
         ("chunked 200 MB", 413, chunked_200mb),
         ("no token, 50 MB", 401, no_token_50mb),
-        ("256 x 96k chars", 413, lambda c, u: c.post("/embed/text", json={"texts": ["a" * 96_000] * 256}).status_code),
+        (
+            "256 x 96k chars",
+            413,
+            lambda c, u: c.post("/embed/text", json={"texts": ["a" * 96_000] * 256}).status_code,
+        ),
         (
             "foreign Host",
             400,
-            lambda c, u: c.get("/search", params={"q": "x"}, headers={"Host": "attacker.example"}).status_code,
+            lambda c, u: (
+                c.get("/search", params={"q": "x"}, headers={"Host": "attacker.example"}).status_code
+            ),
         ),
         ("top_k -1", 422, lambda c, u: c.get("/search", params={"q": "x", "top_k": -1}).status_code),
         ("NUL in path", 404, lambda c, u: c.get("/audio", params={"path": "a\0.txt"}).status_code),
@@ -266,11 +311,15 @@ def decode_peak(path: Path, how: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--work", default=None, help="folder for the index and the FLAC (default: a temp dir)")
+    parser.add_argument(
+        "--work", default=None, help="folder for the index and the FLAC (default: a temp dir)"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="openclap-serve-load-"))
@@ -288,19 +337,26 @@ def main() -> None:
             "status": r.status_code,
             "seconds": time.perf_counter() - t0,
             "server_peak_extra_mb": rss_mb(proc.pid)[1] - before,
-            "detail": r.json().get("detail", "")[:120] if r.headers.get("content-type", "").startswith("application/json") else r.text[:120],
+            "detail": r.json().get("detail", "")[:120]
+            if r.headers.get("content-type", "").startswith("application/json")
+            else r.text[:120],
         }
         phases = [
-            run_phase(url, proc.pid, args.clients, args.seconds, malicious, big) for malicious in (False, True)
+            run_phase(url, proc.pid, args.clients, args.seconds, malicious, big)
+            for malicious in (False, True)
         ]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     decode = {how: decode_peak(flac, how) for how in ("one-read", "blocks")}
 
-    print(f"\n`openclap serve` load, {args.clients} clients x {args.seconds:g} s per phase, model {args.model}, "
-          f"{os.cpu_count()} CPUs")
-    print("| phase | requests | req/s | p50 ms | p99 ms | attacks sent | errors | RSS before MB | peak MB | after MB |")
+    print(
+        f"\n`openclap serve` load, {args.clients} clients x {args.seconds:g} s per phase, model {args.model}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        "| phase | requests | req/s | p50 ms | p99 ms | attacks sent | errors | RSS before MB | peak MB | after MB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in phases:
         print(
@@ -314,12 +370,16 @@ def main() -> None:
     print(f"\n343 KB FLAC (60 s, 8 ch, 655,350 Hz), {len(big)} bytes")
     print("| what | result |")
     print("|---|---|")
-    print(f"| server upload (default limits) | {flac_row['status']} in {flac_row['seconds']:.2f} s, "
-          f"peak RSS +{flac_row['server_peak_extra_mb']:.0f} MB: {flac_row['detail']} |")
+    print(
+        f"| server upload (default limits) | {flac_row['status']} in {flac_row['seconds']:.2f} s, "
+        f"peak RSS +{flac_row['server_peak_extra_mb']:.0f} MB: {flac_row['detail']} |"
+    )
     print(f"| load_audio, budget lifted, one-read decode (old) | peak RSS +{decode['one-read']:.0f} MB |")
     print(f"| load_audio, budget lifted, block decode (new) | peak RSS +{decode['blocks']:.0f} MB |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"phases": phases, "flac": flac_row, "decode": decode}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"phases": phases, "flac": flac_row, "decode": decode}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,9 @@ ROW_TITLES = {
     "multitask": "multi-task pretrained tower (P) + CLAP (C)",
     "esc10-only": "ESC-10-only pretrained tower (P) + CLAP (C)",
 }
-METRICS = [(f"val/{s}/zeroshot_acc", f"{s} zero-shot acc") for s in SETS] + \
-          [(f"val/{s}/t2a_R@1", f"{s} t2a R@1") for s in SETS]
+METRICS = [(f"val/{s}/zeroshot_acc", f"{s} zero-shot acc") for s in SETS] + [
+    (f"val/{s}/t2a_R@1", f"{s} t2a R@1") for s in SETS
+]
 
 logger = logging.getLogger("ablation")
 
@@ -72,8 +73,15 @@ def clap_config(args: argparse.Namespace, seed: int, steps: int) -> dict[str, An
         "zeroshot_template": "the sound of {}",
         "augment": {"gain_db": 6.0},
         "batch_size": args.batch_size,
-        "optim": {"optimizer": "adamw", "lr": args.lr, "weight_decay": 0.01, "warmup_steps": 10,
-                  "schedule": "cosine", "min_lr_ratio": 0.05, "grad_clip": 1.0},
+        "optim": {
+            "optimizer": "adamw",
+            "lr": args.lr,
+            "weight_decay": 0.01,
+            "warmup_steps": 10,
+            "schedule": "cosine",
+            "min_lr_ratio": 0.05,
+            "grad_clip": 1.0,
+        },
         "max_steps": steps,
         "seed": seed,
         "log_every": 25,
@@ -95,10 +103,17 @@ def pretrain_config(args: argparse.Namespace, seed: int, single_task: bool) -> d
     if single_task:
         tasks = [t for t in tasks if t["name"] == "esc10_class"]
     recipe.update(
-        model=args.model, model_overrides=model_overrides(args.duration), tasks=tasks, batch_size=args.batch_size,
-        optim={**recipe.get("optim", {}), "lr": args.lr, "warmup_steps": 10}, max_steps=args.pretrain_steps,
-        seed=seed, log_every=25, eval_every=0,
-        save_every=10_000, keep_checkpoints=1,
+        model=args.model,
+        model_overrides=model_overrides(args.duration),
+        tasks=tasks,
+        batch_size=args.batch_size,
+        optim={**recipe.get("optim", {}), "lr": args.lr, "warmup_steps": 10},
+        max_steps=args.pretrain_steps,
+        seed=seed,
+        log_every=25,
+        eval_every=0,
+        save_every=10_000,
+        keep_checkpoints=1,
     )
     return recipe
 
@@ -125,8 +140,10 @@ def run_one(args: argparse.Namespace, row: str, seed: int) -> dict[str, Any]:
         pre = pretrain(pt, base / "pretrain")
         out["pretrain_s"] = time.perf_counter() - t0
         out["pretrain_val"] = {k: v for k, v in pre.last_metrics.items() if k.startswith("val/")}
-        result = train(build(TrainConfig, {**clap_config(args, seed, C), "init_audio": str(pre.final_dir)}),
-                       base / "clap")
+        result = train(
+            build(TrainConfig, {**clap_config(args, seed, C), "init_audio": str(pre.final_dir)}),
+            base / "clap",
+        )
         out.update(clap_steps=C, pretrain_steps=P)
     out["wall_s"] = time.perf_counter() - t0
     out["metrics"] = {k: v for k, v in result.last_metrics.items() if k.startswith("val/")}
@@ -162,7 +179,10 @@ def probe_towers(args: argparse.Namespace, out_dir: Path) -> str:
             rows = list(csv.DictReader(f))
         split = {sp: [r for r in rows if r["split"] == sp] for sp in ("train", "test")}
         classes = sorted({r["label"] for r in rows})
-        waves = {sp: [load_audio(DATA / name / r["path"], audio.sample_rate) for r in rs] for sp, rs in split.items()}
+        waves = {
+            sp: [load_audio(DATA / name / r["path"], audio.sample_rate) for r in rs]
+            for sp, rs in split.items()
+        }
         labels = {sp: np.array([classes.index(r["label"]) for r in rs]) for sp, rs in split.items()}
         sets[name] = (waves, labels, len(classes))
     results: dict[str, list[dict[str, float]]] = {}
@@ -186,11 +206,17 @@ def probe_towers(args: argparse.Namespace, out_dir: Path) -> str:
                 scores[name] = float((pred == labels["test"]).mean())
             results.setdefault(label, []).append(scores)
             logger.info("probe seed %d %s: %s", seed, label, scores)
-    lines = ["Linear probe on frozen tower features (train split -> test split accuracy, mean ± std over seeds):", "",
-             "| tower | " + " | ".join(SETS) + " |", "|" + " --- |" * (len(SETS) + 1)]
+    lines = [
+        "Linear probe on frozen tower features (train split -> test split accuracy, mean ± std over seeds):",
+        "",
+        "| tower | " + " | ".join(SETS) + " |",
+        "|" + " --- |" * (len(SETS) + 1),
+    ]
     for label, rs in results.items():
-        cells = [f"{mean_std([100 * r[n] for r in rs])[0]:.1f} ± {mean_std([100 * r[n] for r in rs])[1]:.1f}"
-                 for n in SETS]
+        cells = [
+            f"{mean_std([100 * r[n] for r in rs])[0]:.1f} ± {mean_std([100 * r[n] for r in rs])[1]:.1f}"
+            for n in SETS
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out_dir / "probe.md").write_text(text)
@@ -206,9 +232,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def report(out_dir: Path, args: argparse.Namespace) -> str:
     """Markdown table (mean ± std over seeds) and a PNG bar chart from results/*.json."""
     results = [json.loads(p.read_text()) for p in sorted((out_dir / "results").glob("*.json"))]
-    title = (f"Ablation (model {args.model}, {args.duration:g} s crops, batch {args.batch_size}, "
-             f"P = {args.pretrain_steps} pretraining steps, C = {args.clap_steps} CLAP steps; "
-             "test splits; mean ± std over seeds)")
+    title = (
+        f"Ablation (model {args.model}, {args.duration:g} s crops, batch {args.batch_size}, "
+        f"P = {args.pretrain_steps} pretraining steps, C = {args.clap_steps} CLAP steps; "
+        "test splits; mean ± std over seeds)"
+    )
     lines = [title, ""]
     header = "| row | seeds | " + " | ".join(title for _, title in METRICS) + " | wall s/run |"
     lines += [header, "|" + " --- |" * (len(METRICS) + 3)]
@@ -224,14 +252,27 @@ def report(out_dir: Path, args: argparse.Namespace) -> str:
             summary[row][key] = (m, s)
             cells.append(f"{m:.1f} ± {s:.1f}")
         wall = sum(r["wall_s"] for r in rs) / len(rs)
-        lines.append(f"| {ROW_TITLES[row]} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
-                     + f" | {wall:.0f} |")
-    lines += ["", "Chance: zero-shot 10 % (fsdd), 10 % (esc10), 1.5 % (instruments).", "", "Per seed:", "",
-              "| row | seed | " + " | ".join(title for _, title in METRICS) + " |", "|" + " --- |" * (len(METRICS) + 2)]
+        lines.append(
+            f"| {ROW_TITLES[row]} | {','.join(str(r['seed']) for r in rs)} | "
+            + " | ".join(cells)
+            + f" | {wall:.0f} |"
+        )
+    lines += [
+        "",
+        "Chance: zero-shot 10 % (fsdd), 10 % (esc10), 1.5 % (instruments).",
+        "",
+        "Per seed:",
+        "",
+        "| row | seed | " + " | ".join(title for _, title in METRICS) + " |",
+        "|" + " --- |" * (len(METRICS) + 2),
+    ]
     for row in ROWS:
         for r in sorted((r for r in results if r["row"] == row), key=lambda r: r["seed"]):
-            lines.append(f"| {row} | {r['seed']} | " + " | ".join(f"{100 * r['metrics'][k]:.1f}" for k, _ in METRICS)
-                         + " |")
+            lines.append(
+                f"| {row} | {r['seed']} | "
+                + " | ".join(f"{100 * r['metrics'][k]:.1f}" for k, _ in METRICS)
+                + " |"
+            )
     pre = [r for r in results if r.get("pretrain_val")]
     if pre:
         lines += ["", "Pretraining validation (held-out 10 % of train clips, mean over seeds):", ""]
@@ -239,8 +280,11 @@ def report(out_dir: Path, args: argparse.Namespace) -> str:
             rs = [r for r in pre if r["row"] == row]
             if rs:
                 keys = sorted(rs[0]["pretrain_val"])
-                vals = ", ".join(f"{k.removeprefix('val/')} {mean_std([r['pretrain_val'][k] for r in rs])[0]:.3f}"
-                                 for k in keys if not k.endswith("/loss"))
+                vals = ", ".join(
+                    f"{k.removeprefix('val/')} {mean_std([r['pretrain_val'][k] for r in rs])[0]:.3f}"
+                    for k in keys
+                    if not k.endswith("/loss")
+                )
                 lines.append(f"- {row}: {vals}")
     text = "\n".join(lines) + "\n"
     (out_dir / "table.md").write_text(text)
@@ -256,12 +300,16 @@ def report(out_dir: Path, args: argparse.Namespace) -> str:
     for i, row in enumerate(rows):
         ms = [summary[row][k][0] for k, _ in METRICS]
         ss = [summary[row][k][1] for k, _ in METRICS]
-        ax.bar([j + i * width for j in range(len(METRICS))], ms, width, yerr=ss, capsize=3, label=ROW_TITLES[row])
+        ax.bar(
+            [j + i * width for j in range(len(METRICS))], ms, width, yerr=ss, capsize=3, label=ROW_TITLES[row]
+        )
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(METRICS))])
     ax.set_xticklabels([t for _, t in METRICS], rotation=15)
     ax.set_ylabel("% (test split)")
-    ax.set_title(f"HTSAT-22-style pretraining ablation ({args.model}, P={args.pretrain_steps}, "
-                 f"C={args.clap_steps}, mean ± std over seeds)")
+    ax.set_title(
+        f"HTSAT-22-style pretraining ablation ({args.model}, P={args.pretrain_steps}, "
+        f"C={args.clap_steps}, mean ± std over seeds)"
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "ablation.png", dpi=120)
@@ -269,12 +317,16 @@ def report(out_dir: Path, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default=str(ROOT / "runs" / "ablation-small"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--model", default="small")
-    parser.add_argument("--duration", type=float, default=2.5, help="crop length in seconds (model_overrides)")
+    parser.add_argument(
+        "--duration", type=float, default=2.5, help="crop length in seconds (model_overrides)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--pretrain-steps", type=int, default=150)
@@ -288,12 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     out_dir = Path(args.out)
     (out_dir / "results").mkdir(parents=True, exist_ok=True)
     saved = out_dir / "args.json"
-    if (args.report or args.probe) and saved.is_file():  # label/rebuild with the sizes the runs were made with
+    if (
+        args.report or args.probe
+    ) and saved.is_file():  # label/rebuild with the sizes the runs were made with
         ran = json.loads(saved.read_text())
         for key in SIZE_ARGS:
             if key in ran:
@@ -303,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             ran = json.loads(saved.read_text())
             differ = [k for k in SIZE_ARGS if k in ran and ran[k] != getattr(args, k)]
             if differ:
-                parser.error(f"{out_dir} holds results made with other sizes ({', '.join(differ)}); "
-                             "pass the same flags or use another --out")
+                parser.error(
+                    f"{out_dir} holds results made with other sizes ({', '.join(differ)}); "
+                    "pass the same flags or use another --out"
+                )
         saved.write_text(json.dumps(vars(args), indent=2) + "\n")
     if args.probe:
         print(probe_towers(args, out_dir))
@@ -318,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("=== %s seed %d", row, seed)
                 result = run_one(args, row, seed)
                 path.write_text(json.dumps(result, indent=2) + "\n")
-                logger.info("=== %s seed %d done in %.0fs: %s", row, seed, result["wall_s"], result["metrics"])
+                logger.info(
+                    "=== %s seed %d done in %.0fs: %s", row, seed, result["wall_s"], result["metrics"]
+                )
                 report(out_dir, args)
     print(report(out_dir, args))
     return 0

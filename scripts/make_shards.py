@@ -67,7 +67,13 @@ def make_shards(manifest: str, out_prefix: str, shard_size: int = 1000, split: s
     if not shards:
         raise ValueError(f"no readable audio in {manifest}; nothing written")
     pattern = f"{prefix}-{{000000..{len(shards) - 1:06d}}}.tar"
-    index = {"pattern": pattern, "shards": shards, "counts": counts, "samples": sum(counts), "skipped": skipped}
+    index = {
+        "pattern": pattern,
+        "shards": shards,
+        "counts": counts,
+        "samples": sum(counts),
+        "skipped": skipped,
+    }
     Path(f"{prefix}.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return index
 
@@ -75,7 +81,9 @@ def make_shards(manifest: str, out_prefix: str, shard_size: int = 1000, split: s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("manifest", help="CSV or JSONL manifest (path + caption columns)")
-    parser.add_argument("--out", required=True, help="output prefix, e.g. shards/train (gives shards/train-000000.tar)")
+    parser.add_argument(
+        "--out", required=True, help="output prefix, e.g. shards/train (gives shards/train-000000.tar)"
+    )
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
     parser.add_argument("--split", default=None, help="only rows whose split column equals this")
     args = parser.parse_args(argv)

@@ -52,8 +52,20 @@ TEMPLATES = (
     "a synthetic voice saying {d}",
     "a computer voice says the number {d}",
 )
-COLUMNS = ["path", "caption", "label", "source_id", "split", "speaker", "digit", "take", "accent", "variant",
-           "speed_wpm", "pitch"]
+COLUMNS = [
+    "path",
+    "caption",
+    "label",
+    "source_id",
+    "split",
+    "speaker",
+    "digit",
+    "take",
+    "accent",
+    "variant",
+    "speed_wpm",
+    "pitch",
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,9 @@ class Clip:
 def _espeak() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise SystemExit("espeak-ng not found on PATH; install it (Debian/Ubuntu: apt-get install -y espeak-ng)")
+        raise SystemExit(
+            "espeak-ng not found on PATH; install it (Debian/Ubuntu: apt-get install -y espeak-ng)"
+        )
     return exe
 
 
@@ -113,8 +127,16 @@ def default_val_variants(all_variants: list[str], seed: int) -> list[str]:
     return sorted(v for v in all_variants if _rng("val", seed, v).random() < 0.2)
 
 
-def plan(accents: list[str], all_variants: list[str], val_variants: list[str], takes: int, seed: int,
-         speeds: tuple[int, int], pitches: tuple[int, int], digits: tuple[int, ...] = tuple(range(10))) -> list[Clip]:
+def plan(
+    accents: list[str],
+    all_variants: list[str],
+    val_variants: list[str],
+    takes: int,
+    seed: int,
+    speeds: tuple[int, int],
+    pitches: tuple[int, int],
+    digits: tuple[int, ...] = tuple(range(10)),
+) -> list[Clip]:
     """Every (variant, digit, take) with its drawn accent, speed, pitch and caption."""
     clips = []
     for variant in all_variants:
@@ -132,8 +154,17 @@ def plan(accents: list[str], all_variants: list[str], val_variants: list[str], t
 
 def synthesise(clip: Clip, speed: int | None = None, pitch: int | None = None) -> np.ndarray:
     """The clip's audio: espeak-ng's 22.05 kHz output, silence trimmed, at 16 kHz (float32, mono)."""
-    cmd = [_espeak(), "-v", f"{clip.accent}+{clip.variant}", "-s", str(speed or clip.speed),
-           "-p", str(clip.pitch if pitch is None else pitch), "--stdout", DIGITS[clip.digit]]
+    cmd = [
+        _espeak(),
+        "-v",
+        f"{clip.accent}+{clip.variant}",
+        "-s",
+        str(speed or clip.speed),
+        "-p",
+        str(clip.pitch if pitch is None else pitch),
+        "--stdout",
+        DIGITS[clip.digit],
+    ]
     data = subprocess.run(cmd, check=True, capture_output=True).stdout
     with wave.open(io.BytesIO(data)) as w:
         rate = w.getframerate()
@@ -164,15 +195,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="output folder (audio/ and manifest.csv are written here)")
     p.add_argument("--takes", type=int, default=2, help="clips per (variant, digit) (default: 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--accents", nargs="+", help="espeak-ng English voices (default: all, espeak-ng --voices=en)")
+    p.add_argument(
+        "--accents", nargs="+", help="espeak-ng English voices (default: all, espeak-ng --voices=en)"
+    )
     p.add_argument("--variants", nargs="+", help="voice variants (default: all, espeak-ng --voices=variant)")
-    p.add_argument("--val-variants", nargs="*", help="variants held out as split 'val' (default: 1 in 5 by hash)")
-    p.add_argument("--speeds", type=int, nargs=2, default=(110, 230), metavar=("LOW", "HIGH"),
-                   help="words per minute, uniform (default: 110 230; espeak-ng's default is 175)")
-    p.add_argument("--pitches", type=int, nargs=2, default=(20, 80), metavar=("LOW", "HIGH"),
-                   help="espeak-ng pitch 0-99, uniform (default: 20 80)")
-    p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), help="digits to speak (default: 0-9)")
-    p.add_argument("--jobs", type=int, default=1, help="espeak-ng processes at once (the machine may be shared)")
+    p.add_argument(
+        "--val-variants", nargs="*", help="variants held out as split 'val' (default: 1 in 5 by hash)"
+    )
+    p.add_argument(
+        "--speeds",
+        type=int,
+        nargs=2,
+        default=(110, 230),
+        metavar=("LOW", "HIGH"),
+        help="words per minute, uniform (default: 110 230; espeak-ng's default is 175)",
+    )
+    p.add_argument(
+        "--pitches",
+        type=int,
+        nargs=2,
+        default=(20, 80),
+        metavar=("LOW", "HIGH"),
+        help="espeak-ng pitch 0-99, uniform (default: 20 80)",
+    )
+    p.add_argument(
+        "--digits", type=int, nargs="+", default=list(range(10)), help="digits to speak (default: 0-9)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="espeak-ng processes at once (the machine may be shared)"
+    )
     args = p.parse_args(argv)
     accents = args.accents or english_accents()
     all_variants = sorted(args.variants or variants())
@@ -180,9 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in all_variants if v not in known]
     if unknown:
         raise SystemExit(f"unknown espeak-ng variants {unknown}; see espeak-ng --voices=variant")
-    val = args.val_variants if args.val_variants is not None else default_val_variants(all_variants, args.seed)
-    clips = plan(accents, all_variants, val, args.takes, args.seed, tuple(args.speeds), tuple(args.pitches),
-                 tuple(sorted(set(args.digits))))
+    val = (
+        args.val_variants if args.val_variants is not None else default_val_variants(all_variants, args.seed)
+    )
+    clips = plan(
+        accents,
+        all_variants,
+        val,
+        args.takes,
+        args.seed,
+        tuple(args.speeds),
+        tuple(args.pitches),
+        tuple(sorted(set(args.digits))),
+    )
     audio = args.out / "audio"
     audio.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
@@ -191,11 +252,28 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(COLUMNS)
         for c in clips:
-            w.writerow([f"audio/{c.name}", c.caption, DIGITS[c.digit], f"espeak:{c.variant}", c.split, c.variant,
-                        c.digit, c.take, c.accent, c.variant, c.speed, c.pitch])
+            w.writerow(
+                [
+                    f"audio/{c.name}",
+                    c.caption,
+                    DIGITS[c.digit],
+                    f"espeak:{c.variant}",
+                    c.split,
+                    c.variant,
+                    c.digit,
+                    c.take,
+                    c.accent,
+                    c.variant,
+                    c.speed,
+                    c.pitch,
+                ]
+            )
     n_val = sum(c.split == "val" for c in clips)
-    print(f"{len(clips)} clips ({len(clips) - n_val} train, {n_val} val from variants {', '.join(val)}) "
-          f"in {args.out}", file=sys.stderr)
+    print(
+        f"{len(clips)} clips ({len(clips) - n_val} train, {n_val} val from variants {', '.join(val)}) "
+        f"in {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -46,9 +46,13 @@ def pick_esc10(source: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]
     for fold in ("1", "2"):
         for label in sorted({r["label"] for r in rows}):
             group = [r for r in rows if r["fold"] == fold and r["label"] == label]
-            chosen.append(min(group, key=lambda r: (os.path.getsize(source / "esc10" / r["path"]), r["path"])))
+            chosen.append(
+                min(group, key=lambda r: (os.path.getsize(source / "esc10" / r["path"]), r["path"]))
+            )
     first = next(r for r in chosen if r["fold"] == "1" and r["label"] == "sea_waves")
-    others = [r for r in rows if r["fold"] == "1" and r["label"] == "sea_waves" and r["caption"] != first["caption"]]
+    others = [
+        r for r in rows if r["fold"] == "1" and r["label"] == "sea_waves" and r["caption"] != first["caption"]
+    ]
     chosen.append(min(others, key=lambda r: (os.path.getsize(source / "esc10" / r["path"]), r["path"])))
     return chosen
 
@@ -75,8 +79,11 @@ def pick_instruments(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def write_set(source: Path, out: Path, name: str) -> int:
     """Copy one set's chosen clips, manifest rows (source order) and licence files; return the clip count."""
     header, rows = _rows(source, name)
-    chosen = {"esc10": lambda: pick_esc10(source, rows), "fsdd": lambda: pick_fsdd(rows),
-              "instruments": lambda: pick_instruments(rows)}[name]()
+    chosen = {
+        "esc10": lambda: pick_esc10(source, rows),
+        "fsdd": lambda: pick_fsdd(rows),
+        "instruments": lambda: pick_instruments(rows),
+    }[name]()
     keep = {r["path"] for r in chosen}
     if len(keep) != len(chosen):
         raise RuntimeError(f"{name}: a clip was chosen twice")

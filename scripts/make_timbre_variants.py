@@ -85,8 +85,14 @@ def variant(wave: np.ndarray, g: np.random.Generator) -> tuple[np.ndarray, dict[
     """One timbre variant of a note and the parameters drawn for it."""
     semitones = float(g.uniform(2, 4)) * (1 if g.random() < 0.5 else -1)
     x = change_speed(torch.from_numpy(wave), RATE, 2 ** (semitones / 12))
-    peaks = [(float(np.exp(g.uniform(np.log(200), np.log(5000)))), float(g.uniform(1, 4)),
-              float(g.uniform(4, 10)) * (1 if g.random() < 0.5 else -1)) for _ in range(3)]
+    peaks = [
+        (
+            float(np.exp(g.uniform(np.log(200), np.log(5000)))),
+            float(g.uniform(1, 4)),
+            float(g.uniform(4, 10)) * (1 if g.random() < 0.5 else -1),
+        )
+        for _ in range(3)
+    ]
 
     def response(freqs: torch.Tensor) -> torch.Tensor:
         r = torch.ones_like(freqs)
@@ -102,8 +108,12 @@ def variant(wave: np.ndarray, g: np.random.Generator) -> tuple[np.ndarray, dict[
     x = apply_reverb(x, torch.from_numpy(ir).float())
     peak = float(x.abs().max())
     x = x * (0.9 / peak) if peak > 0.9 else x  # keep it inside 16-bit full scale
-    params = {"semitones": round(semitones, 3), "peaks": ";".join(f"{c:.0f}Hz/q{q:.2f}/{gn:+.1f}dB" for c, q, gn in peaks),
-              "rt60": round(rt60, 3), "wet": round(wet, 3)}
+    params = {
+        "semitones": round(semitones, 3),
+        "peaks": ";".join(f"{c:.0f}Hz/q{q:.2f}/{gn:+.1f}dB" for c, q, gn in peaks),
+        "rt60": round(rt60, 3),
+        "wet": round(wet, 3),
+    }
     return x.numpy(), params
 
 
@@ -111,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     """Write the variants and their manifest."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--recipe", default="configs/openclap-mini.yaml", help="training recipe naming the held-out notes")
+    p.add_argument(
+        "--recipe", default="configs/openclap-mini.yaml", help="training recipe naming the held-out notes"
+    )
     p.add_argument("--val", default="instruments-val", help="the recipe's validation set to vary (its name)")
     p.add_argument("--variants", type=int, default=3, help="variants per note (default: 3)")
     p.add_argument("--seed", type=int, default=0)
@@ -121,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_config(args.recipe)
     specs = [s for s in recipe.val_manifest if s.display_name == args.val]
     if not specs:
-        raise SystemExit(f"{args.recipe} has no validation set named {args.val!r} "
-                         f"(it has {[s.display_name for s in recipe.val_manifest]})")
+        raise SystemExit(
+            f"{args.recipe} has no validation set named {args.val!r} "
+            f"(it has {[s.display_name for s in recipe.val_manifest]})"
+        )
     spec = specs[0]
     if spec.split == "test":
         raise SystemExit(f"{args.val} reads the test split; timbre variants are validation, never test")
@@ -140,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             x, params = variant(wave, _rng(args.seed, row["path"], k))
             name = f"{path.stem}_tv{k}.flac"
             sf.write(audio / name, x, RATE, subtype="PCM_16", format="FLAC")
-            out_rows.append({**row, "path": f"audio/{name}", "split": "val", "source_path": str(path), **params})
+            out_rows.append(
+                {**row, "path": f"audio/{name}", "split": "val", "source_path": str(path), **params}
+            )
     with open(args.out / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
         w.writeheader()

@@ -16,8 +16,10 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 def shared_data() -> Path:
     """The committed real-audio corpus ``tests/data`` (esc10/, fsdd/, instruments/, laid out as ../shared/data)."""
     if not (TEST_DATA / "esc10" / "manifest.csv").is_file():
-        raise FileNotFoundError(f"{TEST_DATA}/esc10/manifest.csv is missing: the test corpus is part of the "
-                                "repository (rebuild it with scripts/make_test_corpus.py)")
+        raise FileNotFoundError(
+            f"{TEST_DATA}/esc10/manifest.csv is missing: the test corpus is part of the "
+            "repository (rebuild it with scripts/make_test_corpus.py)"
+        )
     return TEST_DATA
 
 

@@ -161,7 +161,12 @@ def test_what_is_not_audio_says_so(tmp_path, stereo, media):
     cut.write_bytes(data[: len(data) // 2])
     broken = tmp_path / "broken.m4a"
     broken.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
-    cases = {"no_sound.mp4": "no audio stream", "notes.txt": "not audio", "cut.webm": None, "broken.m4a": None}
+    cases = {
+        "no_sound.mp4": "no audio stream",
+        "notes.txt": "not audio",
+        "cut.webm": None,
+        "broken.m4a": None,
+    }
     for name, kind in cases.items():
         with pytest.raises(AudioLoadError) as exc_info:
             load_audio(tmp_path / name, RATE)
@@ -201,8 +206,18 @@ def test_mixed_folder_reports_every_file(tmp_path, media, mini, capsys):
     assert sorted(r.path for r in rows) == every and len(vectors) == 6
 
     # the command line: the same folder, its last line counting them
-    code = cli_main(["embed", str(folder), "--out", str(tmp_path / "small.npz"), "--workers", "0",
-                     "--model", "openclap-mini"])
+    code = cli_main(
+        [
+            "embed",
+            str(folder),
+            "--out",
+            str(tmp_path / "small.npz"),
+            "--workers",
+            "0",
+            "--model",
+            "openclap-mini",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1  # broken.wav failed
     assert captured.out.strip().splitlines()[-1].startswith("embedded 6, failed 1, not audio 2")

@@ -130,7 +130,11 @@ def test_random_bytes_named_wav(tmp_path):
         load_audio(path, SR)
     _assert_names_file(exc_info, path)
     # named .wav, so a broken recording (a failure), not "not audio"; both decoders were tried
-    assert exc_info.value.kind is None and "libsndfile" in str(exc_info.value) and "FFmpeg" in str(exc_info.value)
+    assert (
+        exc_info.value.kind is None
+        and "libsndfile" in str(exc_info.value)
+        and "FFmpeg" in str(exc_info.value)
+    )
     assert "FLAC" in supported_formats()
 
 

@@ -55,7 +55,9 @@ def power(x: torch.Tensor) -> torch.Tensor:
 
 def spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(frequencies in Hz, power) of the whole clip."""
-    return torch.fft.rfftfreq(x.shape[0], 1 / RATE, dtype=torch.float64), torch.fft.rfft(x.double()).abs().pow(2)
+    return torch.fft.rfftfreq(x.shape[0], 1 / RATE, dtype=torch.float64), torch.fft.rfft(
+        x.double()
+    ).abs().pow(2)
 
 
 def band_energy(x: torch.Tensor, low: float, high: float) -> float:
@@ -84,7 +86,9 @@ def test_gain_and_time_shift_measured_on_a_real_clip():
     for gain in (-5.5, 0.0, 4.25):
         assert db(power(apply_gain(dog, gain)) / power(dog)) == pytest.approx(gain, abs=1e-4)
     shifted = time_shift(dog, 1234)
-    xcorr = torch.fft.irfft(torch.fft.rfft(shifted.double()) * torch.fft.rfft(dog.double()).conj(), dog.shape[0])
+    xcorr = torch.fft.irfft(
+        torch.fft.rfft(shifted.double()) * torch.fft.rfft(dog.double()).conj(), dog.shape[0]
+    )
     assert int(xcorr.argmax()) == 1234  # circular cross-correlation peaks at the shift
     assert torch.equal(shifted[1234:], dog[:-1234]) and torch.equal(shifted[:1234], dog[-1234:])
 
@@ -178,7 +182,9 @@ def test_spec_masks_zero_their_span_and_band_in_the_model_front_end():
     hop = audio.frontend.hop_length
     masked = mask_time(rain, 10 * hop, 20 * hop)
     assert torch.count_nonzero(masked[10 * hop : 30 * hop]) == 0
-    assert torch.equal(masked[: 10 * hop], rain[: 10 * hop]) and torch.equal(masked[30 * hop :], rain[30 * hop :])
+    assert torch.equal(masked[: 10 * hop], rain[: 10 * hop]) and torch.equal(
+        masked[30 * hop :], rain[30 * hop :]
+    )
     mel = frontend(masked[None])[0]  # (frames, mels)
     floor = frontend(torch.zeros(1, rain.shape[0]))[0].max()
     inner = mel[12:29]  # frames whose window lies inside the silenced span
@@ -192,9 +198,17 @@ def test_spec_masks_zero_their_span_and_band_in_the_model_front_end():
     p_rain = spectrum(rain)[1]
     assert float((p[keep] - p_rain[keep]).abs().max()) < 1e-5 * float(p_rain.max())  # float32 rounding only
     # mel bins whose filter lies inside the band lose > 30 dB; bins well outside it are unchanged
-    fb = torch.from_numpy(mel_filterbank(RATE, audio.frontend.n_fft, audio.frontend.n_mels, audio.frontend.f_min,
-                                         audio.frontend.f_max, mel_scale=audio.frontend.mel_scale,
-                                         norm=audio.frontend.mel_norm))
+    fb = torch.from_numpy(
+        mel_filterbank(
+            RATE,
+            audio.frontend.n_fft,
+            audio.frontend.n_mels,
+            audio.frontend.f_min,
+            audio.frontend.f_max,
+            mel_scale=audio.frontend.mel_scale,
+            norm=audio.frontend.mel_norm,
+        )
+    )
     bins = torch.fft.rfftfreq(audio.frontend.n_fft, 1 / RATE, dtype=torch.float64)
     support = [bins[fb[:, m] > 0] for m in range(fb.shape[1])]
     inside = [m for m, s in enumerate(support) if s.min() > low + 50 and s.max() < high - 50]
@@ -207,8 +221,18 @@ def test_spec_masks_zero_their_span_and_band_in_the_model_front_end():
     assert float((before[3:-3, outside] - after[3:-3, outside]).abs().max()) < 0.01
 
 
-ALL_ON = {"gain_db": 6.0, "time_shift": 0.2, "speed_prob": 1.0, "noise_prob": 1.0, "reverb_prob": 1.0, "eq_prob": 1.0,
-              "bandlimit_prob": 1.0, "codec_prob": 1.0, "freq_masks": 2, "time_masks": 2}
+ALL_ON = {
+    "gain_db": 6.0,
+    "time_shift": 0.2,
+    "speed_prob": 1.0,
+    "noise_prob": 1.0,
+    "reverb_prob": 1.0,
+    "eq_prob": 1.0,
+    "bandlimit_prob": 1.0,
+    "codec_prob": 1.0,
+    "freq_masks": 2,
+    "time_masks": 2,
+}
 
 
 def test_driver_is_a_function_of_the_generator_and_reports_what_it_drew():
@@ -270,7 +294,13 @@ def test_augment_config_validates_ranges():
     cfg = build(AugmentConfig, {"speed_prob": 0.5, "speed_range": [0.8, 1.25], "noise_snr_db": [0, 10]})
     assert cfg.speed_range == (0.8, 1.25) and cfg.enabled
     assert not AugmentConfig().enabled
-    for bad in ({"speed_range": [1.2, 0.8]}, {"noise_prob": 1.5}, {"mulaw_bits": 1}, {"eq_bands": 1},
-                {"reverb_rt60": [0.0, 1.0]}, {"time_masks": -1}):
+    for bad in (
+        {"speed_range": [1.2, 0.8]},
+        {"noise_prob": 1.5},
+        {"mulaw_bits": 1},
+        {"eq_bands": 1},
+        {"reverb_rt60": [0.0, 1.0]},
+        {"time_masks": -1},
+    ):
         with pytest.raises(TrainConfigError):
             AugmentConfig(**bad)

@@ -171,7 +171,19 @@ def test_cli_npz_and_exit_codes(tmp_path, esc_files, capsys):
     bad.write_bytes(b"not audio at all")
     out = tmp_path / "small.npz"
     code = cli_main(
-        ["embed", *esc_files[:3], str(bad), "--out", str(out), "--num-workers", "0", "--pool", "none", "--model", "tiny"]
+        [
+            "embed",
+            *esc_files[:3],
+            str(bad),
+            "--out",
+            str(out),
+            "--num-workers",
+            "0",
+            "--pool",
+            "none",
+            "--model",
+            "tiny",
+        ]
     )
     assert code == 1
     data = np.load(out)
@@ -190,7 +202,19 @@ def test_kill9_then_resume_has_no_duplicate_or_missing_rows(tmp_path, pipe, esc_
     listing = tmp_path / "files.txt"
     listing.write_text("\n".join(files) + "\n")
     out = tmp_path / "out"
-    args = ["embed", str(listing), "--out", str(out), "--chunk-files", "4", "--num-workers", "1", "--no-progress", "--model", "tiny"]
+    args = [
+        "embed",
+        str(listing),
+        "--out",
+        str(out),
+        "--chunk-files",
+        "4",
+        "--num-workers",
+        "1",
+        "--no-progress",
+        "--model",
+        "tiny",
+    ]
     proc = _run_cli(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:

@@ -186,7 +186,10 @@ def test_generation_config_rejects_bad_values() -> None:
 def test_num_samples_draws_several_candidates_per_input_best_first() -> None:
     table = {(): [0.2, 0.5, 0.3]}  # then uniform
     rows = generate(
-        TableLM([table, TRAP], 3), prefix_for(0, 1), STOP, GenerationConfig("sample", 4, num_samples=40, seed=7)
+        TableLM([table, TRAP], 3),
+        prefix_for(0, 1),
+        STOP,
+        GenerationConfig("sample", 4, num_samples=40, seed=7),
     )
     assert [len(r) for r in rows] == [40, 40]
     for r, t in zip(rows, (table, TRAP)):
@@ -199,7 +202,10 @@ def test_num_samples_draws_several_candidates_per_input_best_first() -> None:
     first = [h.tokens[0] if h.tokens else STOP for h in rows[1]]
     assert first.count(1) > first.count(STOP) and first.count(2) > first.count(STOP)
     again = generate(
-        TableLM([table, TRAP], 3), prefix_for(0, 1), STOP, GenerationConfig("sample", 4, num_samples=40, seed=7)
+        TableLM([table, TRAP], 3),
+        prefix_for(0, 1),
+        STOP,
+        GenerationConfig("sample", 4, num_samples=40, seed=7),
     )
     assert [[h.tokens for h in r] for r in again] == [[h.tokens for h in r] for r in rows]
 

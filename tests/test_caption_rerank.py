@@ -97,7 +97,9 @@ def test_any_reranker_plugs_into_caption(setup: dict) -> None:
     beams = pipe.caption_embeddings(setup["embeds"], gen)
     results = pipe.caption(setup["paths"], generation=gen, windows=False, reranker=Shortest())
     assert Shortest.calls == 1
-    assert [r.caption for r in results] == [min((t for t, _ in row), key=lambda t: (len(t), t)) for row in beams]
+    assert [r.caption for r in results] == [
+        min((t for t, _ in row), key=lambda t: (len(t), t)) for row in beams
+    ]
 
 
 def test_rerank_function_keys_ties_and_errors(setup: dict) -> None:
@@ -116,7 +118,9 @@ def test_rerank_function_keys_ties_and_errors(setup: dict) -> None:
         create_model(get_model_config("tiny"), seed=4), TextTokenizer(get_model_config("tiny").text)
     )
     with pytest.raises(ValueError, match="audio tower"):  # the cosine needs the captioner's own audio tower
-        pipe.caption_embeddings(setup["embeds"], pipe.generation_config(beam_size=2), reranker=ClapReranker(other))
+        pipe.caption_embeddings(
+            setup["embeds"], pipe.generation_config(beam_size=2), reranker=ClapReranker(other)
+        )
 
 
 def test_cli_reranks_with_the_bundled_clap_model(setup: dict, monkeypatch, capsys) -> None:
@@ -173,8 +177,12 @@ def test_trainer_chooses_the_decoding_on_validation_cider(setup: dict) -> None:
     cap = load_captioner(result.final_dir)
     chosen = dict(candidates[best])
     reranker = ClapReranker.load(result.final_dir / CLAP_SUBDIR) if chosen.pop("rerank", None) else None
-    out = cap.caption([ev["captions"][0]["path"]], generation=cap.generation_config(**chosen), windows=False,
-                      reranker=reranker)
+    out = cap.caption(
+        [ev["captions"][0]["path"]],
+        generation=cap.generation_config(**chosen),
+        windows=False,
+        reranker=reranker,
+    )
     assert out[0].caption == ev["captions"][0]["caption"]
     with pytest.raises(ValueError, match="rerank must be null or 'clap'"):
         CaptionTrainConfig(clap="x", decoding={"rerank": "consensus"})
@@ -189,14 +197,19 @@ def test_eval_captioning_takes_the_same_options(setup: dict, capsys) -> None:
         setup["reranker"].clap.save_pretrained(out / CLAP_SUBDIR)
     loaded = load_captioner(out)
     gen = loaded.generation_config(strategy="sample", num_samples=6, seed=2)
-    expect = [r.caption for r in loaded.caption(setup["paths"], generation=gen, windows=False,
-                                                reranker=ClapReranker.load(out / CLAP_SUBDIR))]
+    expect = [
+        r.caption
+        for r in loaded.caption(
+            setup["paths"], generation=gen, windows=False, reranker=ClapReranker.load(out / CLAP_SUBDIR)
+        )
+    ]
     flags = ["--sample", "--num-samples", "6", "--seed", "2", "--rerank", "clap"]
     manifest = setup["root"] / "eval.csv"
     manifest.write_text("path,caption\n" + "".join(f"{p},a test caption\n" for p in setup["paths"]))
     parser = cli.build_parser()  # the CLI's own registration, not a parser of the test's
-    args = parser.parse_args(["eval", "captioning", "--manifest", str(manifest), "--model", str(out), "--json",
-                              *flags])
+    args = parser.parse_args(
+        ["eval", "captioning", "--manifest", str(manifest), "--model", str(out), "--json", *flags]
+    )
     assert run_captioning(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert [c["caption"] for c in report["captions"]] == expect

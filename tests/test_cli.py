@@ -14,7 +14,12 @@ import pytest
 
 def openclap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "openclap", *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
+        [sys.executable, "-m", "openclap", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        check=False,
     )
 
 
@@ -45,7 +50,9 @@ def test_models_lists_presets() -> None:
 
 
 def test_classify_folder_reports_bad_file_and_exits_1(clip_dir: Path) -> None:
-    out = openclap("classify", str(clip_dir), "--labels", "dog", "rain", "sea waves", "--json", "--top-k", "2")
+    out = openclap(
+        "classify", str(clip_dir), "--labels", "dog", "rain", "sea waves", "--json", "--top-k", "2"
+    )
     assert out.returncode == 1, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     good = [r for r in lines if "labels" in r]
@@ -73,7 +80,10 @@ def test_demo_runs_offline_and_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     env_run = subprocess.run(
         [sys.executable, "-m", "openclap", "demo", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert env_run.returncode == 0, env_run.stderr

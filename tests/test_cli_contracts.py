@@ -90,7 +90,9 @@ def test_random_weights_only_by_name_and_said_in_the_output(tmp_path, capsys, ca
     assert "RANDOM weights" in caplog.text
     # eval: the report says so in its model block
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"path,label\n{DEMO / '4-182613-A-sea_waves.flac'},sea waves\n{DEMO / '4-160999-A-rain.flac'},rain\n")
+    manifest.write_text(
+        f"path,label\n{DEMO / '4-182613-A-sea_waves.flac'},sea waves\n{DEMO / '4-160999-A-rain.flac'},rain\n"
+    )
     code = main(["eval", "zeroshot", "--manifest", str(manifest), "--model", "tiny", "--no-cache", "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["model"]["random_weights"] is True
@@ -119,7 +121,10 @@ def test_one_download_message_for_every_missing_published_file(offline_hub, tmp_
     from openclap.registry import get_model_config
 
     def _shape(msg: str, filename: str, repo: str) -> None:
-        assert f"{filename} from the Hugging Face repo {repo} (https://huggingface.co/{repo}/resolve/main/{filename})" in msg
+        assert (
+            f"{filename} from the Hugging Face repo {repo} (https://huggingface.co/{repo}/resolve/main/{filename})"
+            in msg
+        )
         assert "checkpoint=PATH (Python) or --checkpoint PATH (CLI)" in msg
 
     with pytest.raises(FileNotFoundError) as hub:  # no file: the hub cache, then no network
@@ -170,9 +175,23 @@ def test_one_error_line_per_failed_file(tmp_path):
     shutil.copy(DOG, good)
     # a real process: the CLI's own logging configuration is part of what prints (pytest replaces it in-process)
     proc = subprocess.run(
-        [sys.executable, "-m", "openclap", "embed", str(good), str(bad), "--out", str(tmp_path / "out"),
-         "--num-workers", "0", "--no-progress"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "openclap",
+            "embed",
+            str(good),
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+            "--num-workers",
+            "0",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 1, proc.stderr
     assert len([line for line in proc.stderr.splitlines() if "broken.wav" in line]) == 1, proc.stderr
@@ -187,8 +206,22 @@ def test_classify_uses_the_models_own_prompt_by_default(capsys):
     paper = mini.classify([DOG], labels, template="this is the sound of {}")[0]
     assert own.scores != pytest.approx(paper.scores, abs=1e-4)  # the two prompts are distinguishable
     assert got["labels"] == own.labels and got["scores"] == pytest.approx(own.scores, abs=1e-5)
-    assert main(["classify", str(DOG), "--labels", *labels, "--top-k", "3", "--json",
-                 "--template", "this is the sound of {}"]) == 0  # the flag overrides
+    assert (
+        main(
+            [
+                "classify",
+                str(DOG),
+                "--labels",
+                *labels,
+                "--top-k",
+                "3",
+                "--json",
+                "--template",
+                "this is the sound of {}",
+            ]
+        )
+        == 0
+    )  # the flag overrides
     assert json.loads(capsys.readouterr().out)["scores"] == pytest.approx(paper.scores, abs=1e-5)
 
 
@@ -241,10 +274,27 @@ def test_embed_merge_runs_under_its_own_parser(tmp_path, capsys):
     for c in sorted(DEMO.glob("*.flac")):
         shutil.copy(c, clips / c.name)
     for i in (0, 1):
-        assert main(["embed", str(clips), "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2",
-                     "--num-workers", "0", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "embed",
+                    str(clips),
+                    "--out",
+                    str(tmp_path / f"s{i}"),
+                    "--shard",
+                    f"{i}/2",
+                    "--num-workers",
+                    "0",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
-    assert main(["embed", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "all")]) == 0
+    assert (
+        main(["embed", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "all")])
+        == 0
+    )
     assert "merged 2 output(s): 17 file(s)" in capsys.readouterr().out
 
 
@@ -254,27 +304,40 @@ def test_closed_pipe_exits_quietly(argv):
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first byte: every write fails with EPIPE
     proc = subprocess.run(
-        [sys.executable, "-m", "openclap", *argv], stdout=write_end, stderr=subprocess.PIPE, text=True,
-        timeout=120, check=False,
+        [sys.executable, "-m", "openclap", *argv],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
     )
     os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
 
 
-
 def test_linear_probe_on_train_test_splits_shows_both_splits_and_no_spread():
     from openclap.eval.report import table_rows
 
     result = {
-        "kind": "linear-probe", "task": "single_label", "dataset": "esc10", "split": "train",
-        "folds": [{"fold": "test", "accuracy": 0.625}], "metrics": {"accuracy": 0.625, "accuracy_std": 0.0},
-        "excluded": {"count": 0}, "num_evaluated": 8, "num_items": 8,
+        "kind": "linear-probe",
+        "task": "single_label",
+        "dataset": "esc10",
+        "split": "train",
+        "folds": [{"fold": "test", "accuracy": 0.625}],
+        "metrics": {"accuracy": 0.625, "accuracy_std": 0.0},
+        "excluded": {"count": 0},
+        "num_evaluated": 8,
+        "num_items": 8,
     }
     [row] = table_rows([result])
     assert row[2] == "train -> test" and row[4] == "62.5"
-    folds = dict(result, split=None, folds=[{"fold": "1", "accuracy": 0.5}, {"fold": "2", "accuracy": 0.75}],
-                 metrics={"accuracy": 0.625, "accuracy_std": 0.125})
+    folds = dict(
+        result,
+        split=None,
+        folds=[{"fold": "1", "accuracy": 0.5}, {"fold": "2", "accuracy": 0.75}],
+        metrics={"accuracy": 0.625, "accuracy_std": 0.125},
+    )
     [row] = table_rows([folds])
     assert row[2] == "-" and row[4] == "62.5 ± 12.5"
 
@@ -284,9 +347,15 @@ def test_training_from_python_shows_progress_without_logging_setup(tmp_path):
     import yaml
 
     recipe = {
-        "model": "tiny", "tokenizer": "train", "tokenizer_vocab_size": 300,
+        "model": "tiny",
+        "tokenizer": "train",
+        "tokenizer_vocab_size": 300,
         "train_manifest": [{"path": str(DEMO / "manifest.csv"), "max_items": 8}],
-        "batch_size": 4, "max_steps": 2, "log_every": 1, "save_every": 2, "batchnorm": "frozen",
+        "batch_size": 4,
+        "max_steps": 2,
+        "log_every": 1,
+        "save_every": 2,
+        "batchnorm": "frozen",
         "model_overrides": {"audio": {"duration": 1.0}},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -294,6 +363,8 @@ def test_training_from_python_shows_progress_without_logging_setup(tmp_path):
         "from openclap_train.config import load_config\nfrom openclap_train.train import train\n"
         f"train(load_config({str(tmp_path / 'r.yaml')!r}), {str(tmp_path / 'run')!r})\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "step 1/2 loss" in proc.stderr and "step 2/2 loss" in proc.stderr, proc.stderr[-2000:]

@@ -328,7 +328,11 @@ def run_command(command: str, cwd: Path) -> tuple[int, str]:
     """Run a documented command from ``cwd``; `openclap` in-process, anything else as a subprocess."""
     if command.startswith("openclap "):
         err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), contextlib.chdir(cwd):
+        with (
+            contextlib.redirect_stderr(err),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.chdir(cwd),
+        ):
             try:
                 code = main(shlex.split(command)[1:])
             except SystemExit as exc:
@@ -343,7 +347,9 @@ def run_command(command: str, cwd: Path) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
-def _run_python(cwd: Path, args: list[str], module: str | None = None, script: str | None = None) -> tuple[int, str]:
+def _run_python(
+    cwd: Path, args: list[str], module: str | None = None, script: str | None = None
+) -> tuple[int, str]:
     """`python -m MODULE ARGS` or `python SCRIPT ARGS` in this process (runpy), stderr captured."""
     import runpy
 
@@ -352,7 +358,11 @@ def _run_python(cwd: Path, args: list[str], module: str | None = None, script: s
     sys.argv = [module or script, *args]
     code = 0
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), contextlib.chdir(cwd):
+        with (
+            contextlib.redirect_stderr(err),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.chdir(cwd),
+        ):
             if module:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             else:
@@ -370,7 +380,9 @@ def _run_python(cwd: Path, args: list[str], module: str | None = None, script: s
 
 
 def _cases(slow: bool) -> list[str]:
-    wanted = {"slow"} if slow else {"ok", "download"} | {o for o in COMMANDS.values() if o.startswith("missing")}
+    wanted = (
+        {"slow"} if slow else {"ok", "download"} | {o for o in COMMANDS.values() if o.startswith("missing")}
+    )
     return [c for c, o in COMMANDS.items() if o in wanted]
 
 
@@ -448,7 +460,10 @@ def test_documented_recipe_runs_in_smoke_size(command, sandbox, tmp_path):
         assert main([*first, *smoke_overrides(argv[0], sandbox)]) == 0
     if "init_audio=runs/pt/final" in argv:  # the handover needs the documented pretraining run: make it first
         pretrain = ["pretrain-audio", str(ROOT / "configs/pretrain-audio/shared-data-7tasks.yaml")]
-        assert main([*pretrain, "--run-dir", str(tmp_path / "pt"), *smoke_overrides("pretrain-audio", sandbox)]) == 0
+        assert (
+            main([*pretrain, "--run-dir", str(tmp_path / "pt"), *smoke_overrides("pretrain-audio", sandbox)])
+            == 0
+        )
         argv[argv.index("init_audio=runs/pt/final")] = f"init_audio={tmp_path / 'pt' / 'final'}"
     assert main([*argv, *smoke_overrides(argv[0], sandbox)]) == 0
 
@@ -457,6 +472,16 @@ def smoke_overrides(command: str, sandbox: Path) -> list[str]:
     """2 steps on the demo clips instead of the recipe's data."""
     train = sandbox / "data" / "train.csv"
     if command == "train":
-        return ["--max-steps", "2", "--set", f"train_manifest=[{{path: {train}}}]", "--set", "val_manifest=[]",
-                "--set", "batch_size=2", "--set", "eval_every=0"]
+        return [
+            "--max-steps",
+            "2",
+            "--set",
+            f"train_manifest=[{{path: {train}}}]",
+            "--set",
+            "val_manifest=[]",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "eval_every=0",
+        ]
     return ["--max-steps", "2"]

@@ -32,7 +32,9 @@ def test_check_state_dict_names_every_problem() -> None:
     own = {"x": torch.zeros(2, 3), "y": torch.zeros(1), "z": torch.zeros(4)}
     check_state_dict(own, dict(own), "ok", "never raised")
     given = {"x": torch.zeros(3, 2), "y": torch.zeros(1), "w": torch.zeros(1)}
-    with pytest.raises(CheckpointError, match=r"x: checkpoint \(3, 2\) vs model \(2, 3\).*missing.*'z'.*unexpected.*'w'.*Fix"):
+    with pytest.raises(
+        CheckpointError, match=r"x: checkpoint \(3, 2\) vs model \(2, 3\).*missing.*'z'.*unexpected.*'w'.*Fix"
+    ):
         check_state_dict(own, given, "demo", "Fix it.")
 
 

@@ -13,7 +13,9 @@ import soundfile as sf
 import openclap.cli
 
 DATA = Path(__file__).resolve().parent / "data"  # the committed test corpus (conftest.TEST_DATA)
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # what configs/eval/shared-data.toml reads
+SHARED = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)  # what configs/eval/shared-data.toml reads
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -34,8 +34,12 @@ def import_graph() -> dict[str, set[str]]:
                     parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(parts + ([base] if base else []))
                 targets = [(base, a.name) for a in node.names]
-            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
-                  and node.args and isinstance(node.args[0], ast.Constant)):
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", None) == "import_module"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 targets = [(node.args[0].value, None)]
             for base, attr in targets:
                 if attr is not None and f"{base}.{attr}" in mods:  # `from pkg import module`
@@ -55,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = 2
@@ -82,8 +86,12 @@ def test_src_import_graph_has_no_cycle() -> None:
 def test_library_never_imports_the_trainer_and_errors_import_nothing_of_openclap() -> None:
     graph = import_graph()
     # the CLI front door (openclap.commands: `openclap train`, `pretrain-audio`) dispatches to the trainer
-    leaks = sorted(f"{m} -> {t}" for m, ts in graph.items()
-                   if (m.startswith("openclap.") or m == "openclap") and not m.startswith("openclap.commands")
-                   for t in ts if t.startswith("openclap_train"))
+    leaks = sorted(
+        f"{m} -> {t}"
+        for m, ts in graph.items()
+        if (m.startswith("openclap.") or m == "openclap") and not m.startswith("openclap.commands")
+        for t in ts
+        if t.startswith("openclap_train")
+    )
     assert not leaks, leaks
     assert graph["openclap.errors"] == set()

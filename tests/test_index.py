@@ -111,7 +111,9 @@ def test_cli_build_search_add_remove(tmp_path, shared_data, capsys, cli_main):
         shutil.copy(p, lib / p.name)
     ix = tmp_path / "ix"
     # tiny: 5 s windows, so each 5 s clip is one row and a file's own query matches it exactly
-    assert cli_main(["index", "build", str(lib), "--out", str(ix), "--num-workers", "0", "--model", "tiny"]) == 0
+    assert (
+        cli_main(["index", "build", str(lib), "--out", str(ix), "--num-workers", "0", "--model", "tiny"]) == 0
+    )
     capsys.readouterr()
     assert cli_main(["search", "a dog barking", "--index", str(ix), "--top-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)

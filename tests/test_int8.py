@@ -30,12 +30,18 @@ def test_int8_from_the_python_api_is_close_to_fp32_on_real_clips() -> None:
     qkv = modules["audio_encoder.layers.0.blocks.0.attn.qkv"].weight()
     assert qkv.qscheme() == torch.per_channel_affine and qkv.q_per_channel_scales().numel() == qkv.shape[0]
     # The sensitive layers stay float.
-    for name in ("audio_projection.linear1", "text_projection.linear2", "audio_encoder.layers.0.downsample.reduction"):
+    for name in (
+        "audio_projection.linear1",
+        "text_projection.linear2",
+        "audio_encoder.layers.0.downsample.reduction",
+    ):
         assert type(modules[name]) is nn.Linear, name
     a32, a8 = fp32.embed_audio(CLIPS), int8.embed_audio(CLIPS)
     t32, t8 = fp32.embed_text(PROMPTS), int8.embed_text(PROMPTS)
     cos_a, cos_t = (a32 * a8).sum(1), (t32 * t8).sum(1)
-    print(f"openclap-mini int8 vs fp32 on {len(CLIPS)} clips: min cosine audio {cos_a.min():.6f}, text {cos_t.min():.6f}")
+    print(
+        f"openclap-mini int8 vs fp32 on {len(CLIPS)} clips: min cosine audio {cos_a.min():.6f}, text {cos_t.min():.6f}"
+    )
     assert cos_a.min() >= 0.999 and cos_t.min() >= 0.999
     assert not np.array_equal(a32, a8)  # it did quantize something
 

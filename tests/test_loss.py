@@ -27,7 +27,9 @@ def _naive_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tens
 
 def _inputs(seed: int = 0, n: int = 8, d: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(
+        n, d, generator=g, dtype=torch.float64
+    )
 
 
 def test_single_process_matches_naive_formula():
@@ -137,7 +139,10 @@ def test_two_gloo_processes_match_one(tmp_path):
     scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
     b = raw_a.shape[0] // world_size
     # plain loss against the naive formula, then the multi-positive loss against one process
-    for prefix, reference in (("", _naive_loss), ("labels_", lambda a, t, s: ClipLoss()(a, t, s, labels=LABELS))):
+    for prefix, reference in (
+        ("", _naive_loss),
+        ("labels_", lambda a, t, s: ClipLoss()(a, t, s, labels=LABELS)),
+    ):
         for x in (raw_a, raw_t, scale):
             x.grad = None
         ref = reference(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), scale)

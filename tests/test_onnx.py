@@ -56,7 +56,13 @@ def small_variant(preset: str, tmp_path: Path) -> tuple[ClapConfig, Path]:
                                "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
     else:
         shutil.copytree(bundled_tokenizer_dir("gpt2"), tok_dir)
-        text["transformer"] = {**text["transformer"], "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128}
+        text["transformer"] = {
+            **text["transformer"],
+            "n_embd": 32,
+            "n_layer": 1,
+            "n_head": 2,
+            "n_positions": 128,
+        }
     text["tokenizer"] = str(tok_dir)
     data["embed_dim"] = 24
     return ClapConfig.from_dict(data), tok_dir
@@ -84,7 +90,9 @@ def _randomise(model: openclap.ClapModel) -> None:
 def check_parity(pipeline: openclap.ClapPipeline, out: Path) -> None:
     export_onnx(pipeline, out)
     runtime = openclap.onnx.load(out, threads=1)
-    long_clip = np.concatenate([openclap.load_audio(c, 22050) for c in CLIPS])  # > one window: several windows
+    long_clip = np.concatenate(
+        [openclap.load_audio(c, 22050) for c in CLIPS]
+    )  # > one window: several windows
     for inputs, batch_size in (([*CLIPS, (long_clip, 22050)], 2), ([CLIPS[0]], 8)):
         ref = pipeline.embed_audio(inputs, batch_size=batch_size)
         got = runtime.embed_audio(inputs, batch_size=batch_size)
@@ -138,7 +146,9 @@ def test_runtime_imports_and_runs_without_torch(tmp_path: Path) -> None:
         f"a = m.embed_audio([{str(CLIPS[0])!r}]); t = m.embed_text(['a dog barks'])\n"
         "np.save(sys.argv[1], np.concatenate([a, t]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.npy")], check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out.npy")], check=False, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     got = np.load(tmp_path / "out.npy")
     ref = np.concatenate([expected.embed_audio([CLIPS[0]]), expected.embed_text(["a dog barks"])])

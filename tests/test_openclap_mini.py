@@ -20,12 +20,39 @@ from openclap.registry import bundled_model_dir
 
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-ESC10 = ["chainsaw", "clock tick", "crackling fire", "crying baby", "dog", "helicopter", "rain", "rooster",
-         "sea waves", "sneezing"]
-FAMILIES = ["bass", "brass", "drums", "flute", "guitar", "keyboard", "mallet", "organ", "plucked string", "reed",
-            "strings", "vocal"]
-FAMILY_OF = {"acoustic grand piano": "keyboard", "violin": "strings", "timpani": "drums", "trumpet": "brass",
-             "piccolo": "flute"}
+ESC10 = [
+    "chainsaw",
+    "clock tick",
+    "crackling fire",
+    "crying baby",
+    "dog",
+    "helicopter",
+    "rain",
+    "rooster",
+    "sea waves",
+    "sneezing",
+]
+FAMILIES = [
+    "bass",
+    "brass",
+    "drums",
+    "flute",
+    "guitar",
+    "keyboard",
+    "mallet",
+    "organ",
+    "plucked string",
+    "reed",
+    "strings",
+    "vocal",
+]
+FAMILY_OF = {
+    "acoustic grand piano": "keyboard",
+    "violin": "strings",
+    "timpani": "drums",
+    "trumpet": "brass",
+    "piccolo": "flute",
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +97,10 @@ def _tail_at_chance(chances: list[float], k: int) -> float:
     """P(at least k correct) when clip i is guessed right with probability chances[i] (Poisson binomial)."""
     dist = [1.0]
     for p in chances:
-        dist = [(dist[j] if j < len(dist) else 0.0) * (1 - p) + (dist[j - 1] * p if j >= 1 else 0.0)
-                for j in range(len(dist) + 1)]
+        dist = [
+            (dist[j] if j < len(dist) else 0.0) * (1 - p) + (dist[j - 1] * p if j >= 1 else 0.0)
+            for j in range(len(dist) + 1)
+        ]
     return sum(dist[k:])
 
 
@@ -80,10 +109,15 @@ def test_classifies_demo_clips_well_above_chance(mini):
     with open(DEMO / "manifest.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     correct, chances = 0, []
-    for dataset, labels, template in (("esc10", ESC10, templates["esc10"]), ("fsdd", DIGITS, templates["fsdd"]),
-                                      ("instruments", FAMILIES, templates["family"])):
+    for dataset, labels, template in (
+        ("esc10", ESC10, templates["esc10"]),
+        ("fsdd", DIGITS, templates["fsdd"]),
+        ("instruments", FAMILIES, templates["family"]),
+    ):
         clips = [r for r in rows if r["dataset"] == dataset]
-        truth = [FAMILY_OF[r["label"]] if dataset == "instruments" else r["label"].replace("_", " ") for r in clips]
+        truth = [
+            FAMILY_OF[r["label"]] if dataset == "instruments" else r["label"].replace("_", " ") for r in clips
+        ]
         results = mini.classify([str(DEMO / r["path"]) for r in clips], labels, template=template)
         predicted = [res.labels[0] for res in results]
         correct += sum(p == t for p, t in zip(predicted, truth))

@@ -78,7 +78,9 @@ def test_embeddings_match_the_reference_fixture(family: str, tmp_path: Path) -> 
     meta, arrays = _load(family)
     ckpt = _checkpoint(meta, arrays, tmp_path / meta["checkpoint"])
     inputs, description = openclap_side.make_inputs(family)
-    assert description["sha256"] == meta["inputs"]["sha256"], "the inputs are not the ones the reference embedded"
+    assert description["sha256"] == meta["inputs"]["sha256"], (
+        "the inputs are not the ones the reference embedded"
+    )
     openclap_side.write_tokenizer(meta["tokenizer"], tmp_path / "tokenizer")
     pipe = openclap.load(meta["preset"], checkpoint=ckpt, tokenizer=tmp_path / "tokenizer")
     ckpt.unlink()
@@ -90,8 +92,13 @@ def test_embeddings_match_the_reference_fixture(family: str, tmp_path: Path) -> 
         frontend.cfg = dataclasses.replace(frontend.cfg, int16_round_trip=False)
     rate = meta["inputs"]["rate"]
     with torch.no_grad():
-        audio = np.concatenate([np.asarray(pipe.embed_audio(list(inputs[k]), sample_rate=rate))
-                                for k in ("waves", "short") if k in inputs])
+        audio = np.concatenate(
+            [
+                np.asarray(pipe.embed_audio(list(inputs[k]), sample_rate=rate))
+                for k in ("waves", "short")
+                if k in inputs
+            ]
+        )
         text = np.asarray(pipe.embed_text(meta["texts"]))
     tokens = pipe.tokenizer(meta["texts"])
     ids, mask = tokens["input_ids"].numpy(), tokens["attention_mask"].numpy()
@@ -100,12 +107,16 @@ def test_embeddings_match_the_reference_fixture(family: str, tmp_path: Path) -> 
         assert ids[i][mask[i] == 1].tolist() == ref_ids[i][ref_mask[i] == 1].tolist()
     a_cos, a_diff = _cosine_and_diff(audio, arrays["ref/audio"])
     t_cos, t_diff = _cosine_and_diff(text, arrays["ref/text"])
-    print(f"{family}: audio min cos {a_cos:.8f} max abs {a_diff:.1e}; text min cos {t_cos:.8f} max abs {t_diff:.1e}")
+    print(
+        f"{family}: audio min cos {a_cos:.8f} max abs {a_diff:.1e}; text min cos {t_cos:.8f} max abs {t_diff:.1e}"
+    )
     assert audio.shape == arrays["ref/audio"].shape and len(audio) >= 6
     for kind in ("audio", "text"):
         ref = arrays[f"ref/{kind}"] / np.linalg.norm(arrays[f"ref/{kind}"], axis=-1, keepdims=True)
         pairwise = (ref @ ref.T)[~np.eye(len(ref), dtype=bool)].max()
-        assert (pairwise > 0.99999) == ((family, kind) in COLLAPSED), f"{kind}: max pairwise cosine {pairwise}"
+        assert (pairwise > 0.99999) == ((family, kind) in COLLAPSED), (
+            f"{kind}: max pairwise cosine {pairwise}"
+        )
     assert a_cos >= MIN_COS and a_diff <= MAX_ABS
     assert t_cos >= MIN_COS and t_diff <= MAX_ABS
 
@@ -145,17 +156,31 @@ def test_clapcap_matches_the_reference_fixture(tmp_path: Path) -> None:
     def with_stop(h):
         return h.tokens + ([stop] if h.finished else [])
 
-    assert [with_stop(h) for h in greedy(DecoderStepper(model.decoder), prefix, stop, steps)] == meta["greedy"]
-    beams = beam_search(DecoderStepper(model.decoder), prefix, stop, steps, beam_size=meta["beam"], length_penalty=1.0)
+    assert [with_stop(h) for h in greedy(DecoderStepper(model.decoder), prefix, stop, steps)] == meta[
+        "greedy"
+    ]
+    beams = beam_search(
+        DecoderStepper(model.decoder), prefix, stop, steps, beam_size=meta["beam"], length_penalty=1.0
+    )
     assert [with_stop(hs[0]) for hs in beams] == meta["beam_ids"]
     columns = clapcap.fixture_columns(meta["columns_seed"])
     for i, ids in enumerate(meta["greedy"]):
         with torch.no_grad():
-            out = model.decoder(inputs_embeds=torch.cat([prefix[i : i + 1], model.embed_tokens(torch.tensor([ids]))], 1))
+            out = model.decoder(
+                inputs_embeds=torch.cat([prefix[i : i + 1], model.embed_tokens(torch.tensor([ids]))], 1)
+            )
         logits = out.logits[0, model.prefix_length - 1 :]
         top = torch.from_numpy(arrays[f"ref/top_ids_{i}"])
-        np.testing.assert_allclose(logits.gather(1, top).numpy(), arrays[f"ref/top_logits_{i}"], atol=MAX_ABS, rtol=0)
-        np.testing.assert_allclose(logits[:, columns].numpy(), arrays[f"ref/column_logits_{i}"], atol=MAX_ABS, rtol=0)
-    texts = [r.caption for r in cap.caption(files, generation=cap.generation_config(beam_size=meta["beam"],
-                                                                                    max_length=steps))]
+        np.testing.assert_allclose(
+            logits.gather(1, top).numpy(), arrays[f"ref/top_logits_{i}"], atol=MAX_ABS, rtol=0
+        )
+        np.testing.assert_allclose(
+            logits[:, columns].numpy(), arrays[f"ref/column_logits_{i}"], atol=MAX_ABS, rtol=0
+        )
+    texts = [
+        r.caption
+        for r in cap.caption(
+            files, generation=cap.generation_config(beam_size=meta["beam"], max_length=steps)
+        )
+    ]
     assert [t.lower() for t in texts] == [t.strip().lower() for t in meta["beam_text"]]

@@ -57,7 +57,9 @@ def test_bfloat16_on_cpu_is_close_to_float32(name: str, esc_clips: list[str]) ->
 
 def test_front_end_stays_float32_under_bfloat16(esc_clips: list[str]) -> None:
     pipe = openclap.load("tiny", pretrained=False, dtype="bfloat16")
-    wave = torch.from_numpy(openclap.load_audio(esc_clips[0], pipe.sample_rate))[None, : pipe.config.audio.num_samples]
+    wave = torch.from_numpy(openclap.load_audio(esc_clips[0], pipe.sample_rate))[
+        None, : pipe.config.audio.num_samples
+    ]
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         in_autocast = pipe.model.audio_frontend(wave)
     with torch.inference_mode():
@@ -86,14 +88,21 @@ def test_float32_path_leaves_an_outer_autocast_alone() -> None:
 def test_float16_on_cpu_and_unknown_dtypes_are_refused() -> None:
     with pytest.raises(ValueError, match=r"CUDA-only.*use dtype='bfloat16'.*'float32'"):
         openclap.load("tiny", pretrained=False, dtype="float16")
-    with pytest.raises(ValueError, match=r"dtype must be one of \['bfloat16', 'float16', 'float32'\], got 'int4'"):
+    with pytest.raises(
+        ValueError, match=r"dtype must be one of \['bfloat16', 'float16', 'float32'\], got 'int4'"
+    ):
         openclap.load("tiny", pretrained=False, dtype="int4")
 
 
 def test_cli_parses_speed_flags_only_where_they_are_used() -> None:
     parser = build_parser()
-    for command in (["classify", "x.wav", "--labels", "dog"], ["embed", "x.wav", "--out", "o"], ["search", "q", "--index", "i"],
-                    ["serve"], ["index", "build", "x.wav", "--out", "o"]):
+    for command in (
+        ["classify", "x.wav", "--labels", "dog"],
+        ["embed", "x.wav", "--out", "o"],
+        ["search", "q", "--index", "i"],
+        ["serve"],
+        ["index", "build", "x.wav", "--out", "o"],
+    ):
         args = parser.parse_args([*command, "--dtype", "bfloat16", "--compile"])
         assert args.dtype == "bfloat16" and args.compile is True, command
         args = parser.parse_args(command)
@@ -107,7 +116,10 @@ def test_cli_dtype_reaches_the_pipeline(tmp_path: Path, esc_clips: list[str], ca
     base = ["embed", *files, "--num-workers", "0", "--pool", "mean", "--model", "tiny"]
     assert cli_main([*base, "--out", str(tmp_path / "bf16.npz"), "--dtype", "bfloat16"]) == 0
     assert cli_main([*base, "--out", str(tmp_path / "fp32.npz")]) == 0
-    cli_bf16, cli_fp32 = np.load(tmp_path / "bf16.npz")["embeddings"], np.load(tmp_path / "fp32.npz")["embeddings"]
+    cli_bf16, cli_fp32 = (
+        np.load(tmp_path / "bf16.npz")["embeddings"],
+        np.load(tmp_path / "fp32.npz")["embeddings"],
+    )
     lib_bf16 = openclap.load("tiny", pretrained=False, dtype="bfloat16").embed_audio(files, batch_size=16)
     np.testing.assert_allclose(cli_bf16, lib_bf16, atol=1e-6)
     assert np.abs(cli_bf16 - cli_fp32).max() > 1e-5  # the flag changed the numbers: it was not dropped
@@ -132,7 +144,9 @@ def test_compiled_matches_eager(esc_clips: list[str]) -> None:
     eager = openclap.load("tiny", pretrained=False)
     compiled = openclap.load("tiny", pretrained=False, compile=True)
     assert compiled.compiled and not eager.compiled
-    np.testing.assert_allclose(compiled.embed_audio(esc_clips[:3]), eager.embed_audio(esc_clips[:3]), atol=1e-4)
+    np.testing.assert_allclose(
+        compiled.embed_audio(esc_clips[:3]), eager.embed_audio(esc_clips[:3]), atol=1e-4
+    )
     np.testing.assert_allclose(compiled.embed_text(PROMPTS), eager.embed_text(PROMPTS), atol=1e-4)
     assert list(compiled.model.state_dict()) == list(eager.model.state_dict())  # keys unchanged: saving works
     # A copy of the compiled model (what quantize_int8 makes) runs its own weights, not the original's.
@@ -150,7 +164,13 @@ def test_compiled_matches_eager(esc_clips: list[str]) -> None:
 def test_compile_failure_names_the_option(tmp_path: Path) -> None:
     """A real compiler failure (no C++ compiler for inductor) surfaces as an error naming --compile."""
     code = "import openclap; openclap.load('tiny', pretrained=False, compile=True).embed_text(['a dog barks', 'rain'])"
-    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, check=False)
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-such-compiler"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
     assert out.returncode != 0
     assert "torch.compile failed on the text encoder" in out.stderr and "--compile" in out.stderr

@@ -71,8 +71,13 @@ def test_multi_label_column_parsed_into_multi_hot(tmp_path: Path) -> None:
         {"path": "e.flac", "split": "test", "tags": "dog;thunder"},  # unseen class in validation: dropped
     ]
     manifest = _write_csv(tmp_path / "m.csv", rows)
-    spec = TaskSpec(name="tags", manifest=ManifestSpec(str(manifest), split="train"), target=["tags"],
-                    type="multi_label", val_manifest=ManifestSpec(str(manifest), split="test"))
+    spec = TaskSpec(
+        name="tags",
+        manifest=ManifestSpec(str(manifest), split="train"),
+        target=["tags"],
+        type="multi_label",
+        val_manifest=ManifestSpec(str(manifest), split="test"),
+    )
     task = load_task(spec)
     assert task.classes == ["bark", "dog", "rain"]
     assert [Path(p).name for p in task.paths] == ["a.flac", "b.flac", "d.flac"]
@@ -88,8 +93,14 @@ def test_targets_from_shared_manifests(shared_data: Path) -> None:
         train = [r for r in csv.DictReader(f) if r["split"] == "train"]
 
     # multi-label pooled from two columns; rows with an empty register keep their dynamics tag
-    tags = load_task(TaskSpec(name="rd", manifest=ManifestSpec(inst, split="train"),
-                              target=["register", "dynamics"], type="multi_label"))
+    tags = load_task(
+        TaskSpec(
+            name="rd",
+            manifest=ManifestSpec(inst, split="train"),
+            target=["register", "dynamics"],
+            type="multi_label",
+        )
+    )
     assert tags.classes == ["high", "loud", "low", "middle", "soft"]
     assert len(tags) == len(train)
     for i in (0, 7, len(train) - 1):
@@ -103,22 +114,45 @@ def test_targets_from_shared_manifests(shared_data: Path) -> None:
     assert [fam.classes[i] for i in fam.targets[:20].tolist()] == [r["family"] for r in train[:20]]
 
     # regression: standardised with the training mean/std, recorded for decoding
-    pitch = load_task(TaskSpec(name="pitch", manifest=ManifestSpec(inst, split="train"), target=["midi_pitch"],
-                               type="regression"))
+    pitch = load_task(
+        TaskSpec(
+            name="pitch", manifest=ManifestSpec(inst, split="train"), target=["midi_pitch"], type="regression"
+        )
+    )
     values = torch.tensor([float(r["midi_pitch"]) for r in train], dtype=torch.float64)
     assert pitch.offset == pytest.approx(float(values.mean()))
     assert pitch.scale == pytest.approx(float(values.std(unbiased=False)))
     assert float(pitch.targets.mean()) == pytest.approx(0.0, abs=1e-5)
     assert float(pitch.targets.std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
-    fixed = load_task(TaskSpec(name="p2", manifest=ManifestSpec(inst, split="train"), target=["midi_pitch"],
-                               type="regression", offset=60.0, scale=12.0))
+    fixed = load_task(
+        TaskSpec(
+            name="p2",
+            manifest=ManifestSpec(inst, split="train"),
+            target=["midi_pitch"],
+            type="regression",
+            offset=60.0,
+            scale=12.0,
+        )
+    )
     assert fixed.targets[0].item() == pytest.approx((float(train[0]["midi_pitch"]) - 60) / 12)
 
     # holdout: the same clips are held out for every task of a manifest, about the asked fraction
-    spk = load_task(TaskSpec(name="spk", manifest=ManifestSpec(str(shared_data / "fsdd" / "manifest.csv"),
-                                                                split="train"), target=["speaker"], holdout=0.2))
-    dig = load_task(TaskSpec(name="dig", manifest=ManifestSpec(str(shared_data / "fsdd" / "manifest.csv"),
-                                                                split="train"), target=["digit"], holdout=0.2))
+    spk = load_task(
+        TaskSpec(
+            name="spk",
+            manifest=ManifestSpec(str(shared_data / "fsdd" / "manifest.csv"), split="train"),
+            target=["speaker"],
+            holdout=0.2,
+        )
+    )
+    dig = load_task(
+        TaskSpec(
+            name="dig",
+            manifest=ManifestSpec(str(shared_data / "fsdd" / "manifest.csv"), split="train"),
+            target=["digit"],
+            holdout=0.2,
+        )
+    )
     assert spk.val_paths == dig.val_paths and not set(spk.val_paths) & set(spk.paths)
     assert 0.15 < len(spk.val_paths) / (len(spk.paths) + len(spk.val_paths)) < 0.25  # 21 of 120 train clips
     assert all(holdout_fraction(p) < 0.2 for p in spk.val_paths)
@@ -127,7 +161,11 @@ def test_targets_from_shared_manifests(shared_data: Path) -> None:
     with pytest.raises(TrainConfigError, match="no column 'pitch'"):
         load_task(TaskSpec(name="bad", manifest=ManifestSpec(inst, split="train"), target=["pitch"]))
     with pytest.raises(TrainConfigError, match="not a number"):
-        load_task(TaskSpec(name="bad", manifest=ManifestSpec(inst, split="train"), target=["note"], type="regression"))
+        load_task(
+            TaskSpec(
+                name="bad", manifest=ManifestSpec(inst, split="train"), target=["note"], type="regression"
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------- sampling
@@ -183,7 +221,10 @@ def test_sampler_epochs_ranks_and_resume() -> None:
             chunk = seq[epoch * n : (epoch + 1) * n]
             assert sorted(i for i, _ in chunk) == list(range(n)) and {e for _, e in chunk} == {epoch}
     # two ranks x two accumulation steps see exactly the single-process batch, in order
-    iters = [iter(MultiTaskBatchSampler(sizes, probs, 4, seed=3, rank=r, world_size=2, grad_accum=2)) for r in (0, 1)]
+    iters = [
+        iter(MultiTaskBatchSampler(sizes, probs, 4, seed=3, rank=r, world_size=2, grad_accum=2))
+        for r in (0, 1)
+    ]
     for b in batches[:10]:
         got = []
         for _ in range(2):  # accumulation steps
@@ -225,16 +266,25 @@ def test_multitask_loss_weights_rows_and_reaches_every_head() -> None:
     model = MultiTaskAudioModel(audio, {"cls": 3, "tags": 2, "reg": 1, "absent": 4}, HeadConfig())
     wave = torch.randn(4, audio.num_samples) * 0.1
     out = model(wave)
-    assert {k: tuple(v.shape) for k, v in out.items()} == {"cls": (4, 3), "tags": (4, 2), "reg": (4, 1),
-                                                           "absent": (4, 4)}
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "cls": (4, 3),
+        "tags": (4, 2),
+        "reg": (4, 1),
+        "absent": (4, 4),
+    }
     task_ids = torch.tensor([0, 1, 0, 2])
-    targets = [torch.tensor([2, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([0.5]), torch.zeros(0, dtype=torch.long)]
+    targets = [
+        torch.tensor([2, 0]),
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([0.5]),
+        torch.zeros(0, dtype=torch.long),
+    ]
     kinds = ["single_label", "multi_label", "regression", "single_label"]
     weights = [1.0, 2.0, 0.5, 1.0]
     loss, parts = multitask_loss(out, task_ids, targets, kinds, ["cls", "tags", "reg", "absent"], weights)
     ce = F.cross_entropy(out["cls"][[0, 2]], targets[0], reduction="sum")
     bce = F.binary_cross_entropy_with_logits(out["tags"][[1]], targets[1], reduction="none").mean(1).sum()
-    mse = ((out["reg"][3, 0] - 0.5) ** 2)
+    mse = (out["reg"][3, 0] - 0.5) ** 2
     assert loss.item() == pytest.approx(((ce + 2 * bce + 0.5 * mse) / 4).item(), rel=1e-5)
     assert parts["cls"][1] == 2 and parts["tags"][1] == 1 and "absent" not in parts
     loss.backward()
@@ -252,8 +302,11 @@ def test_task_metrics() -> None:
     m = task_metrics(single, torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]), torch.tensor([0, 1, 1]))
     assert m["acc"] == pytest.approx(2 / 3) and m["loss"] > 0
     multi = SimpleNamespace(kind="multi_label", scale=1.0)
-    m = task_metrics(multi, torch.tensor([[0.9, 0.1], [0.8, 0.7], [0.1, 0.9]]),
-                     torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
+    m = task_metrics(
+        multi,
+        torch.tensor([[0.9, 0.1], [0.8, 0.7], [0.1, 0.9]]),
+        torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
+    )
     assert m["mAP"] == pytest.approx(1.0)
     reg = SimpleNamespace(kind="regression", scale=12.0)
     m = task_metrics(reg, torch.tensor([[0.0], [1.0], [2.5]]), torch.tensor([0.0, 1.0, 2.0]))
@@ -272,11 +325,25 @@ def test_task_manifest_from_an_evaluation_adapter(shared_data: Path, tmp_path: P
     with open(shared_data / "esc10" / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     targets = {c: i for i, c in enumerate(sorted({r["label"] for r in rows}))}
-    _write_csv(root / "meta" / "esc50.csv", [
-        {"filename": Path(r["path"]).name, "fold": r["fold"], "target": str(targets[r["label"]]),
-         "category": r["label"], "esc10": "True", "src_file": r["freesound_id"], "take": "A"} for r in rows])
+    _write_csv(
+        root / "meta" / "esc50.csv",
+        [
+            {
+                "filename": Path(r["path"]).name,
+                "fold": r["fold"],
+                "target": str(targets[r["label"]]),
+                "category": r["label"],
+                "esc10": "True",
+                "src_file": r["freesound_id"],
+                "take": "A",
+            }
+            for r in rows
+        ],
+    )
     out = tmp_path / "esc50.csv"
     assert adapter_manifest("esc50", root, out) == len(rows)
-    task = load_task(TaskSpec(name="esc", manifest=ManifestSpec(str(out), exclude={"fold": ["4"]}), target=["label"]))
+    task = load_task(
+        TaskSpec(name="esc", manifest=ManifestSpec(str(out), exclude={"fold": ["4"]}), target=["label"])
+    )
     assert len(task) == sum(r["fold"] != "4" for r in rows) and task.classes == sorted(targets)
     assert all(Path(p).is_file() for p in task.paths[:5])

@@ -27,23 +27,47 @@ def _free_port() -> int:
 
 def test_one_process_equals_two_gloo_processes(tmp_path: Path, shared_data: Path) -> None:
     # BatchNorm frozen, no head dropout or drop-path: the remaining randomness is per row and independent of the ranks
-    recipe = _recipe(shared_data, max_steps=3, save_every=3, batchnorm="frozen", head={"hidden": 8, "dropout": 0.0},
-                     batch_size=8,
-                     model_overrides={"audio": {"duration": 1.0, "htsat": {"drop_path_rate": 0.0}}})
+    recipe = _recipe(
+        shared_data,
+        max_steps=3,
+        save_every=3,
+        batchnorm="frozen",
+        head={"hidden": 8, "dropout": 0.0},
+        batch_size=8,
+        model_overrides={"audio": {"duration": 1.0, "htsat": {"drop_path_rate": 0.0}}},
+    )
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(recipe))
     one = tmp_path / "one"
     assert main([str(cfg), "--run-dir", str(one)]) == 0
     two = tmp_path / "two"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "openclap_train.multitask", str(cfg), "--run-dir", str(two)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "openclap_train.multitask",
+        str(cfg),
+        "--run-dir",
+        str(two),
+    ]
     res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=500)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 processes" in res.stderr
 
     def losses(run: Path) -> list[float]:
-        return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+        return [
+            r["loss"]
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r
+        ]
 
     l1, l2 = losses(one), losses(two)
     assert len(l1) == len(l2) == 3 and l1[0] == pytest.approx(l2[0], abs=1e-5)

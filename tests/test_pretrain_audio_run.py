@@ -25,13 +25,27 @@ def _recipe(data: Path, **extra: object) -> dict:
         "model": "tiny",
         "model_overrides": OVERRIDES,
         "tasks": [
-            {"name": "digit", "manifest": {"path": fsdd, "split": "train", "include": {"take": ["10"]}, "max_items": 12}, "target": "digit",
-             "val_manifest": {"path": fsdd, "split": "test", "include": {"take": ["0"]}, "max_items": 4}},
-            {"name": "tags", "manifest": {"path": inst, "split": "train", "max_items": 8},
-             "target": ["register", "dynamics"], "type": "multi_label",
-             "val_manifest": {"path": inst, "split": "test", "max_items": 4}},
-            {"name": "pitch", "manifest": {"path": inst, "split": "train", "max_items": 8}, "target": "midi_pitch",
-             "type": "regression", "weight": 0.5, "val_manifest": {"path": inst, "split": "test", "max_items": 4}},
+            {
+                "name": "digit",
+                "manifest": {"path": fsdd, "split": "train", "include": {"take": ["10"]}, "max_items": 12},
+                "target": "digit",
+                "val_manifest": {"path": fsdd, "split": "test", "include": {"take": ["0"]}, "max_items": 4},
+            },
+            {
+                "name": "tags",
+                "manifest": {"path": inst, "split": "train", "max_items": 8},
+                "target": ["register", "dynamics"],
+                "type": "multi_label",
+                "val_manifest": {"path": inst, "split": "test", "max_items": 4},
+            },
+            {
+                "name": "pitch",
+                "manifest": {"path": inst, "split": "train", "max_items": 8},
+                "target": "midi_pitch",
+                "type": "regression",
+                "weight": 0.5,
+                "val_manifest": {"path": inst, "split": "test", "max_items": 4},
+            },
         ],
         "sampling": {"policy": "temperature", "temperature": 0.5, "batches": "mixed"},
         "head": {"hidden": 8, "dropout": 0.1},
@@ -92,8 +106,11 @@ def test_resume_is_bitwise_exact(shared_data: Path, finished_run: Path, tmp_path
     full_a = torch.load(finished_run / "checkpoints" / "step_00000004.pt", weights_only=True)["model"]
     full_b = torch.load(run / "checkpoints" / "step_00000004.pt", weights_only=True)["model"]
     assert all(torch.equal(full_a[k], full_b[k]) for k in full_a)  # heads too
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == [1, 2, 3, 4]  # lines after the checkpoint were rewritten, not duplicated
 
 
@@ -124,12 +141,24 @@ def test_openclap_train_starts_from_the_tower(shared_data: Path, finished_run: P
     from openclap_train.config import TrainConfig, build
     from openclap_train.train import train
 
-    clap_cfg = build(TrainConfig, {
-        "model": "tiny", "model_overrides": OVERRIDES, "tokenizer": "train", "tokenizer_vocab_size": 300,
-        "train_manifest": [{"path": str(shared_data / "fsdd" / "manifest.csv"), "split": "train", "max_items": 8}],
-        "batch_size": 4, "max_steps": 1, "freeze_audio": True, "save_every": 1, "seed": 1,
-        "init_audio": str(finished_run / "final"),
-    })
+    clap_cfg = build(
+        TrainConfig,
+        {
+            "model": "tiny",
+            "model_overrides": OVERRIDES,
+            "tokenizer": "train",
+            "tokenizer_vocab_size": 300,
+            "train_manifest": [
+                {"path": str(shared_data / "fsdd" / "manifest.csv"), "split": "train", "max_items": 8}
+            ],
+            "batch_size": 4,
+            "max_steps": 1,
+            "freeze_audio": True,
+            "save_every": 1,
+            "seed": 1,
+            "init_audio": str(finished_run / "final"),
+        },
+    )
     result = train(clap_cfg, tmp_path / "clap")
     assert yaml.safe_load((tmp_path / "clap" / "config.yaml").read_text())["init_audio"].endswith("final")
     model = openclap.load(str(result.final_dir)).model  # the CLAP model directory openclap train wrote
@@ -150,14 +179,25 @@ def test_cli_command(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     import yaml
 
     recipe.write_text(yaml.safe_dump(_recipe(shared_data, max_steps=1, save_every=1)))
-    args = parser.parse_args(["pretrain-audio", str(recipe), "--run-dir", str(tmp_path / "run"), "--max-steps", "1",
-                              "--set", "sampling.batches=homogeneous"])
+    args = parser.parse_args(
+        [
+            "pretrain-audio",
+            str(recipe),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "1",
+            "--set",
+            "sampling.batches=homogeneous",
+        ]
+    )
     assert args.func(args) == 0
     assert (tmp_path / "run" / "final" / TOWER_WEIGHTS).is_file()
     saved = load_pretrain_config(tmp_path / "run" / "config.yaml")
     assert saved.sampling.batches == "homogeneous" and saved.max_steps == 1
     assert model_config_of(saved).audio.duration == 1.0
-    bad = parser.parse_args(["pretrain-audio", str(recipe), "--run-dir", str(tmp_path / "bad"),
-                             "--set", "sampling.policy=greedy"])
+    bad = parser.parse_args(
+        ["pretrain-audio", str(recipe), "--run-dir", str(tmp_path / "bad"), "--set", "sampling.policy=greedy"]
+    )
     assert bad.func(bad) == 2
     assert "sampling.policy" in capsys.readouterr().err

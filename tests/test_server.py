@@ -95,8 +95,10 @@ def _flac_bytes(wave: np.ndarray, rate: int) -> bytes:
 
 def test_health_page_and_no_cors(server):
     r = httpx.get(server.url + "/health", headers={"Origin": "http://evil.example"})
-    assert r.status_code == 200 and r.json()["embed_dim"] == 64 and r.json()["index_rows"] == len(
-        list(DEMO.glob("*.flac"))[:10]
+    assert (
+        r.status_code == 200
+        and r.json()["embed_dim"] == 64
+        and r.json()["index_rows"] == len(list(DEMO.glob("*.flac"))[:10])
     )
     assert "access-control-allow-origin" not in r.headers
     page = httpx.get(server.url + "/")

@@ -148,7 +148,9 @@ def test_template_is_plain_substitution(client, pipe):
         ("no slot", 422),
     ]:
         t0 = time.monotonic()
-        r = client.post("/classify", files={"file": (name, data)}, data={"labels": labels, "template": template})
+        r = client.post(
+            "/classify", files={"file": (name, data)}, data={"labels": labels, "template": template}
+        )
         assert r.status_code == status, (template, r.text)
         assert time.monotonic() - t0 < 10
         if status == 200:
@@ -250,11 +252,15 @@ def test_chunked_upload_is_cut_at_the_limit(server):
 
 # ------------------------------------------------------------------ row 5: auth before the body
 def test_no_token_is_refused_before_the_body_is_read(server, client):
-    for path, ctype in [("/embed/text", "application/json"), ("/embed/audio", "multipart/form-data; boundary=x")]:
+    for path, ctype in [
+        ("/embed/text", "application/json"),
+        ("/embed/audio", "multipart/form-data; boundary=x"),
+    ]:
         sock = _raw(
             server,
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: 1900000\r\n\r\n".encode() + b"[" * 100_000,
+            f"Content-Length: 1900000\r\n\r\n".encode()
+            + b"[" * 100_000,
         )
         t0 = time.monotonic()
         assert _read_status(sock) == 401, path  # answered without waiting for the other 1.8 MB
@@ -330,13 +336,18 @@ def test_token_only_in_the_header_and_audio_links_are_signed(server, client, cor
         signed = f"/audio/{row}?exp={exp}&sig={sign_audio(TOKEN, row, exp)}"
         assert httpx.get(server.url + signed).status_code == 401, exp
     fresh = int(time.time()) + 60
-    assert httpx.get(server.url + f"/audio/{row}?exp={fresh}&sig={sign_audio(TOKEN, row, fresh)}").status_code == 200
+    assert (
+        httpx.get(server.url + f"/audio/{row}?exp={fresh}&sig={sign_audio(TOKEN, row, fresh)}").status_code
+        == 200
+    )
 
 
 def test_empty_or_leaked_tokens_on_the_command_line(tmp_path, monkeypatch, capsys):
     from openclap import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", tuple(dict.fromkeys((*cli.COMMAND_MODULES, "openclap.commands.serve"))))
+    monkeypatch.setattr(
+        cli, "COMMAND_MODULES", tuple(dict.fromkeys((*cli.COMMAND_MODULES, "openclap.commands.serve")))
+    )
     monkeypatch.setenv("OPENCLAP_TOKEN", "  ")
     assert cli.main(["serve", "--model", "tiny", "--port", "1"]) == 2
     assert "empty" in capsys.readouterr().err
@@ -395,7 +406,9 @@ def test_audio_by_path_with_nul_is_a_client_error(client):
 def test_non_finite_limits_are_refused(monkeypatch, capsys):
     from openclap import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", tuple(dict.fromkeys((*cli.COMMAND_MODULES, "openclap.commands.serve"))))
+    monkeypatch.setattr(
+        cli, "COMMAND_MODULES", tuple(dict.fromkeys((*cli.COMMAND_MODULES, "openclap.commands.serve")))
+    )
     for flag, value in [("--max-duration", "nan"), ("--max-duration", "inf"), ("--max-upload-mb", "-1")]:
         with pytest.raises(SystemExit) as exit_:
             cli.main(["serve", "--model", "tiny", flag, value])
@@ -422,8 +435,9 @@ def test_slow_clients_are_closed_and_connections_capped(server, client):
     slow = [
         _raw(
             server,
-            b"POST /embed/text HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"te",
+            b"POST /embed/text HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b'\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"te',
         )
         for _ in range(16)
     ]  # trickled bodies

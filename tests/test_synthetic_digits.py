@@ -38,8 +38,22 @@ def _module():
 
 
 def _run(out: Path) -> dict[str, str]:
-    args = [str(out), "--variants", "m3", "f2", "--accents", "en-us", "en-gb-scotland", "--val-variants", "f2",
-            "--digits", "3", "7", "--takes", "1"]
+    args = [
+        str(out),
+        "--variants",
+        "m3",
+        "f2",
+        "--accents",
+        "en-us",
+        "en-gb-scotland",
+        "--val-variants",
+        "f2",
+        "--digits",
+        "3",
+        "7",
+        "--takes",
+        "1",
+    ]
     assert _module().main(args) == 0
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()}
 
@@ -87,9 +101,13 @@ def test_speed_and_pitch_settings_change_duration_and_f0():
     assert high > 1.3 * low
     # silence trimmed to the word: loud 10 ms frames (within 40 dB of the loudest) reach both padded ends
     wave = mod.synthesise(clip)
-    level = 10 * np.log10(np.maximum(wave[: len(wave) // 160 * 160].reshape(-1, 160).__pow__(2).mean(1), 1e-12))
+    level = 10 * np.log10(
+        np.maximum(wave[: len(wave) // 160 * 160].reshape(-1, 160).__pow__(2).mean(1), 1e-12)
+    )
     loud = np.flatnonzero(level > level.max() - 40)
-    assert loud[0] <= 4 and loud[-1] >= len(level) - 5  # within the 30 ms pads (espeak-ng adds ~300 ms at the end)
+    assert (
+        loud[0] <= 4 and loud[-1] >= len(level) - 5
+    )  # within the 30 ms pads (espeak-ng adds ~300 ms at the end)
 
 
 def test_missing_espeak_is_a_clear_error(tmp_path, monkeypatch):

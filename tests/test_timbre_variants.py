@@ -26,7 +26,9 @@ RATE = 16000
 
 @pytest.fixture(scope="module")
 def mod():
-    spec = importlib.util.spec_from_file_location("make_timbre_variants", REPO / "scripts" / "make_timbre_variants.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_timbre_variants", REPO / "scripts" / "make_timbre_variants.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)
     spec.loader.exec_module(module)
@@ -37,7 +39,10 @@ def test_peaking_filter_and_schroeder_reverberator_do_what_they_say(mod):
     freqs = torch.tensor([100.0, 1000.0, 7000.0])
     r = mod.peaking_response(freqs, RATE, 1000.0, 2.0, 9.0)
     assert 20 * math.log10(float(r[1])) == pytest.approx(9.0, abs=1e-6)  # the gain at the centre
-    assert 20 * math.log10(float(r[0])) == pytest.approx(0.0, abs=0.3) and abs(20 * math.log10(float(r[2]))) < 0.3
+    assert (
+        20 * math.log10(float(r[0])) == pytest.approx(0.0, abs=0.3)
+        and abs(20 * math.log10(float(r[2]))) < 0.3
+    )
     ir = mod.schroeder_ir(RATE, 0.8, seconds=1.6)
     edc = np.cumsum((ir**2)[::-1])[::-1]
     edc_db = 10 * np.log10(edc / edc[0])
@@ -50,8 +55,15 @@ def test_peaking_filter_and_schroeder_reverberator_do_what_they_say(mod):
 
 def test_variants_are_deterministic_and_shift_the_pitch_they_report(tmp_path, mod):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"val_manifest": [{"path": str(DEMO / "manifest.csv"), "name": "notes",
-                                                        "include": {"path": [VIOLIN]}}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "val_manifest": [
+                    {"path": str(DEMO / "manifest.csv"), "name": "notes", "include": {"path": [VIOLIN]}}
+                ]
+            }
+        )
+    )
     hashes = []
     for out in (tmp_path / "a", tmp_path / "b"):
         assert mod.main([str(out), "--recipe", str(recipe), "--val", "notes", "--variants", "2"]) == 0

@@ -33,11 +33,16 @@ def tiny_recipe(shared_data: Path, **extra) -> dict:
     """A tiny from-scratch recipe on 16 real FSDD clips (no dropout, frozen BN: deterministic and cheap)."""
     recipe = {
         "model": "tiny",
-        "model_overrides": {"projection_dropout": 0.0, "audio": {"duration": 1.0, "htsat": {"drop_path_rate": 0.0}},
-                            "text": {"transformer": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}},
+        "model_overrides": {
+            "projection_dropout": 0.0,
+            "audio": {"duration": 1.0, "htsat": {"drop_path_rate": 0.0}},
+            "text": {"transformer": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}},
+        },
         "tokenizer": "train",
         "tokenizer_vocab_size": 320,
-        "train_manifest": [{"path": str(shared_data / "fsdd/manifest.csv"), "split": "train", "max_items": 16}],
+        "train_manifest": [
+            {"path": str(shared_data / "fsdd/manifest.csv"), "split": "train", "max_items": 16}
+        ],
         "batch_size": 8,
         "max_steps": 4,
         "log_every": 1,
@@ -52,10 +57,16 @@ def tiny_recipe(shared_data: Path, **extra) -> dict:
 # ------------------------------------------------------------------------------------------ config
 def test_config_unknown_keys_types_and_overrides(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", {"model": "tiny", "train_manifest": "a.csv", "max_steps": 3})
-    cfg = load_config(path, ["optim.lr=3e-4", "augment.gain_db=6", "train_manifest=[b.csv, {path: c.csv, split: test}]"])
+    cfg = load_config(
+        path, ["optim.lr=3e-4", "augment.gain_db=6", "train_manifest=[b.csv, {path: c.csv, split: test}]"]
+    )
     assert cfg.optim.lr == 3e-4 and cfg.augment.gain_db == 6.0 and cfg.max_steps == 3
-    assert [m.path for m in cfg.train_manifest] == ["b.csv", "c.csv"] and cfg.train_manifest[1].split == "test"
-    assert load_config(path).train_manifest == [ManifestSpec(path="a.csv")]  # a single path is a one-item list
+    assert [m.path for m in cfg.train_manifest] == ["b.csv", "c.csv"] and cfg.train_manifest[
+        1
+    ].split == "test"
+    assert load_config(path).train_manifest == [
+        ManifestSpec(path="a.csv")
+    ]  # a single path is a one-item list
     with pytest.raises(TrainConfigError, match=r"unknown key\(s\) \['lrr'\]"):
         load_config(path, ["lrr=1"])
     with pytest.raises(TrainConfigError, match="augment: unknown key"):
@@ -81,15 +92,21 @@ def test_shipped_recipes_parse():
         load_config(configs / name).require_data()
     # the candidate recipe reads data that scripts generate (not committed): it must parse, with its augmentation
     robust = load_config(configs / "openclap-mini-robust.yaml")
-    assert robust.augment.enabled and [s.display_name for s in robust.val_manifest][-2:] == ["synthetic-voice-val",
-                                                                                             "timbre-val"]
+    assert robust.augment.enabled and [s.display_name for s in robust.val_manifest][-2:] == [
+        "synthetic-voice-val",
+        "timbre-val",
+    ]
 
 
 def test_schedule_and_param_groups():
     cfg = OptimConfig(lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
     s = LrSchedule(cfg, total_steps=12)
     assert [s.lr_at(i) for i in range(2)] == [0.5, 1.0]
-    assert s.lr_at(2) == pytest.approx(1.0) and s.lr_at(12) == pytest.approx(0.1) and s.lr_at(7) == pytest.approx(0.55)
+    assert (
+        s.lr_at(2) == pytest.approx(1.0)
+        and s.lr_at(12) == pytest.approx(0.1)
+        and s.lr_at(7) == pytest.approx(0.55)
+    )
     p = LrSchedule(OptimConfig(lr=1.0, schedule="plateau", plateau_patience=1, plateau_factor=0.5), 10)
     for v in [3.0, 2.0, 2.0, 2.0]:
         p.observe(v)
@@ -134,13 +151,18 @@ def test_dataset_crops_are_per_sample_deterministic_and_bad_files_skipped(tmp_pa
     assert samples[1].path == str(tmp_path / "good.flac")  # relative to the manifest's folder
     audio = get_model_config("tiny").audio
     ds = ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(gain_db=6, time_shift=0.1))
-    a, b = ds[(0, 1)], ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(gain_db=6, time_shift=0.1))[(0, 1)]
+    a, b = (
+        ds[(0, 1)],
+        ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(gain_db=6, time_shift=0.1))[(0, 1)],
+    )
     assert torch.equal(a["waveform"], b["waveform"]) and a["waveform"].shape == (audio.num_samples,)
     assert not torch.equal(a["waveform"], ds[(1, 1)]["waveform"])  # another epoch, another crop
     with caplog.at_level("WARNING"):
         first = ds[(0, 0)]
         ds[(1, 0)]
-    assert first["index"] == 1 and first["caption"] == "a dog barks"  # the bad item is replaced by the next one
+    assert (
+        first["index"] == 1 and first["caption"] == "a dog barks"
+    )  # the bad item is replaced by the next one
     assert sum("broken.flac" in r.getMessage() for r in caplog.records) == 1  # logged once
     mixed = ManifestDataset(samples, audio, seed=5, augment=AugmentConfig(mix_prob=1.0))[(0, 1)]
     assert mixed["caption"] == "a dog barks and a dog barks"
@@ -151,8 +173,15 @@ def test_dataset_crops_are_per_sample_deterministic_and_bad_files_skipped(tmp_pa
 
 def test_caption_pool_extra_captions_repeat_and_groups(shared_data):
     esc = shared_data / "esc10/manifest.csv"
-    spec = ManifestSpec(path=str(esc), split="train", include={"fold": ["1"]}, caption_pool="label",
-                        extra_captions=["<{label}>", "<{label}, fold {fold}>"], extra_caption_prob=0.25, repeat=2)
+    spec = ManifestSpec(
+        path=str(esc),
+        split="train",
+        include={"fold": ["1"]},
+        caption_pool="label",
+        extra_captions=["<{label}>", "<{label}, fold {fold}>"],
+        extra_caption_prob=0.25,
+        repeat=2,
+    )
     samples = read_manifest(spec)
     plain = read_manifest(ManifestSpec(path=str(esc), split="train", include={"fold": ["1"]}))
     assert len(samples) == 2 * len(plain) == 22 and samples[11].path == samples[0].path  # repeat
@@ -162,7 +191,9 @@ def test_caption_pool_extra_captions_repeat_and_groups(shared_data):
     ds = ManifestDataset(samples, audio, seed=0)
     # label groups: one id per (manifest, label), equal for the repeated copy
     assert len(set(ds.groups)) == 10 and ds.groups[0] == ds.groups[11]
-    assert ds.groups == [ds.groups[samples.index(next(t for t in samples if t.label == s.label))] for s in samples]
+    assert ds.groups == [
+        ds.groups[samples.index(next(t for t in samples if t.label == s.label))] for s in samples
+    ]
     i = samples.index(waves)
     pool = {s.caption for s in plain if s.label == "sea_waves"}
     drawn = [ds[(epoch, i)]["caption"] for epoch in range(60)]
@@ -186,15 +217,29 @@ def test_caption_pool_extra_captions_repeat_and_groups(shared_data):
 
 # ------------------------------------------------------------------------------------ end to end
 def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
-    val = {"path": str(shared_data / "fsdd/manifest.csv"), "split": "test", "include": {"take": ["0"]}, "name": "digits"}
-    cfg = write_yaml(tmp_path / "c.yaml", tiny_recipe(shared_data, val_manifest=[val], eval_every=2, keep_checkpoints=1))
+    val = {
+        "path": str(shared_data / "fsdd/manifest.csv"),
+        "split": "test",
+        "include": {"take": ["0"]},
+        "name": "digits",
+    }
+    cfg = write_yaml(
+        tmp_path / "c.yaml", tiny_recipe(shared_data, val_manifest=[val], eval_every=2, keep_checkpoints=1)
+    )
     run = tmp_path / "run"
     assert main([str(cfg), "--run-dir", str(run), "--set", "optim.warmup_steps=1"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if "loss" in r]
     assert train_steps == [1, 2, 3, 4]
-    assert all(r["lr"] > 0 and r["logit_scale"] > 0 and 0 <= r["data_wait"] <= 1 for r in records if "loss" in r)
-    assert [r["epoch"] for r in records if "loss" in r] == [0, 0, 1, 1]  # 16 clips, batch 8: 2 steps per epoch
+    assert all(
+        r["lr"] > 0 and r["logit_scale"] > 0 and 0 <= r["data_wait"] <= 1 for r in records if "loss" in r
+    )
+    assert [r["epoch"] for r in records if "loss" in r] == [
+        0,
+        0,
+        1,
+        1,
+    ]  # 16 clips, batch 8: 2 steps per epoch
     evals = [r for r in records if "val/digits/zeroshot_acc" in r]
     assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["val/digits/t2a_R@5"] <= 1 for r in evals)
     assert [p.name for _, p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.pt"]  # keep 1
@@ -204,7 +249,9 @@ def test_tiny_run_writes_run_dir_and_loadable_model(tmp_path, shared_data):
     pipe = openclap.load(run / "final")
     vocab = pipe.tokenizer.vocab_size  # trained BPE: at most the requested 320 tokens on 16 captions
     assert 257 < vocab <= 320 and pipe.config.text.transformer["vocab_size"] == vocab
-    assert json.loads((run / "final/config.json").read_text())["text"]["tokenizer"] == "tokenizer"  # no run path
+    assert (
+        json.loads((run / "final/config.json").read_text())["text"]["tokenizer"] == "tokenizer"
+    )  # no run path
     emb = pipe.embed_audio([str(shared_data / "fsdd/audio/0_jackson_0.flac")])
     saved = load_file(str(run / "final/model.safetensors"))
     assert torch.equal(saved["logit_scale"], state["model"]["logit_scale"])
@@ -221,10 +268,15 @@ def test_finetune_with_frozen_text_tower(tmp_path, shared_data):
     del recipe["tokenizer"], recipe["tokenizer_vocab_size"]
     cfg = write_yaml(tmp_path / "ft.yaml", recipe)
     assert main([str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
-    before, after = load_file(str(init_dir / "model.safetensors")), load_file(str(tmp_path / "run/final/model.safetensors"))
+    before, after = (
+        load_file(str(init_dir / "model.safetensors")),
+        load_file(str(tmp_path / "run/final/model.safetensors")),
+    )
     text_keys = [k for k in before if k.startswith("text_encoder.")]
     assert text_keys and all(torch.equal(before[k], after[k]) for k in text_keys)
-    assert not torch.equal(before["audio_encoder.patch_embed.proj.weight"], after["audio_encoder.patch_embed.proj.weight"])
+    assert not torch.equal(
+        before["audio_encoder.patch_embed.proj.weight"], after["audio_encoder.patch_embed.proj.weight"]
+    )
     assert not torch.equal(before["text_projection.linear1.weight"], after["text_projection.linear1.weight"])
     pipe = openclap.load(tmp_path / "run/final")
     assert pipe.embed_text(["a dog barks"]).shape == (1, 64)
@@ -233,13 +285,24 @@ def test_finetune_with_frozen_text_tower(tmp_path, shared_data):
 def test_label_positives_run_is_reproducible_with_the_same_seed(tmp_path, shared_data):
     """The openclap-mini recipe's extras (positives: label, caption pools, extra captions, repeat) on the
     tiny model: the same seed gives bitwise the same losses and weights, another seed does not."""
-    spec = {"path": str(shared_data / "fsdd/manifest.csv"), "split": "train", "include": {"take": ["10"]},
-            "max_items": 12, "repeat": 2,  # 3 digits x 4 speakers, listed twice
-            "caption_pool": "label", "extra_captions": ["{label}"], "extra_caption_prob": 0.3}
+    spec = {
+        "path": str(shared_data / "fsdd/manifest.csv"),
+        "split": "train",
+        "include": {"take": ["10"]},
+        "max_items": 12,
+        "repeat": 2,  # 3 digits x 4 speakers, listed twice
+        "caption_pool": "label",
+        "extra_captions": ["{label}"],
+        "extra_caption_prob": 0.3,
+    }
     outs = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        cfg = write_yaml(tmp_path / f"{name}.yaml", tiny_recipe(shared_data, train_manifest=[spec], max_steps=3,
-                                                               positives="label", seed=seed, save_every=3))
+        cfg = write_yaml(
+            tmp_path / f"{name}.yaml",
+            tiny_recipe(
+                shared_data, train_manifest=[spec], max_steps=3, positives="label", seed=seed, save_every=3
+            ),
+        )
         assert main([str(cfg), "--run-dir", str(tmp_path / name)]) == 0
         losses = [json.loads(x)["loss"] for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         outs.append((losses, load_file(str(tmp_path / name / "final/model.safetensors"))))
@@ -259,8 +322,19 @@ def test_cli_modules_train_and_tokenizer(tmp_path, shared_data, capsys):
     from openclap.cli import build_parser
 
     parser = build_parser()  # the CLI's own registration, not a parser of the test's
-    args = parser.parse_args(["tokenizer", "train", str(shared_data / "esc10/manifest.csv"), "--split", "train",
-                              "--out", str(tmp_path / "tok"), "--vocab-size", "300"])
+    args = parser.parse_args(
+        [
+            "tokenizer",
+            "train",
+            str(shared_data / "esc10/manifest.csv"),
+            "--split",
+            "train",
+            "--out",
+            str(tmp_path / "tok"),
+            "--vocab-size",
+            "300",
+        ]
+    )
     assert args.func(args) == 0
     assert "trained a byte-level BPE of 300 tokens on 21 captions" in capsys.readouterr().out
     cfg = get_model_config("tiny").text

@@ -25,8 +25,21 @@ def _pack(shared_data: Path, out: Path, n: int = 24, shard_size: int = 6) -> dic
     rows = (shared_data / "fsdd/manifest.csv").read_text().splitlines()
     body = [r.replace("audio/", str(shared_data / "fsdd/audio") + "/", 1) for r in rows[1 : n + 1]]
     manifest.write_text("\n".join([rows[0], *body, "missing.flac,a missing file,x,s,train,a,1,1"]) + "\n")
-    res = subprocess.run([sys.executable, str(REPO / "scripts/make_shards.py"), str(manifest), "--out", str(out),
-                          "--shard-size", str(shard_size)], check=False, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts/make_shards.py"),
+            str(manifest),
+            "--out",
+            str(out),
+            "--shard-size",
+            str(shard_size),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and "missing.flac" in res.stderr  # reported, left out
     return json.loads(Path(f"{out}.json").read_text())
 
@@ -58,8 +71,15 @@ def test_make_shards_and_split_by_rank_and_worker(tmp_path, shared_data):
 @pytest.mark.slow
 def test_training_from_shards(tmp_path, shared_data):
     index = _pack(shared_data, tmp_path / "shards" / "fsdd", n=16, shard_size=4)
-    recipe = {"model": "tiny", "model_overrides": {"audio": {"duration": 1.0}}, "train_manifest": [index["pattern"]],
-              "batch_size": 4, "max_steps": 2, "log_every": 1, "shuffle_buffer": 4}
+    recipe = {
+        "model": "tiny",
+        "model_overrides": {"audio": {"duration": 1.0}},
+        "train_manifest": [index["pattern"]],
+        "batch_size": 4,
+        "max_steps": 2,
+        "log_every": 1,
+        "shuffle_buffer": 4,
+    }
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(recipe))
     assert main([str(cfg), "--run-dir", str(tmp_path / "run")]) == 0

@@ -124,7 +124,12 @@ def reference(
     torch.save(tensors, out_dir / "reference_tensors.pt")
     if entries is not None:
         recipe, constants = describe_state(state, model, entries)
-        results["state"] = {"seed": fill_seed, "wrapper": {"model": None}, "sha256": state_sha256(state), **recipe}
+        results["state"] = {
+            "seed": fill_seed,
+            "wrapper": {"model": None},
+            "sha256": state_sha256(state),
+            **recipe,
+        }
         np.savez_compressed(out_dir / "state_constants.npz", **constants)
     (out_dir / "reference.json").write_text(json.dumps(results, indent=1))
 
@@ -269,16 +274,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--out", default=None, help="working directory (default: a temporary one)")
-    parser.add_argument("--fill-seed", type=int, default=None,
-                        help="refill every weight from this seed (fixture_state.seeded_fill): regenerable weights")
-    parser.add_argument("--fixture", type=Path, default=None,
-                        help="write the committed fixture into this folder (needs --fill-seed; tests/data/parity)")
+    parser.add_argument(
+        "--fill-seed",
+        type=int,
+        default=None,
+        help="refill every weight from this seed (fixture_state.seeded_fill): regenerable weights",
+    )
+    parser.add_argument(
+        "--fixture",
+        type=Path,
+        default=None,
+        help="write the committed fixture into this folder (needs --fill-seed; tests/data/parity)",
+    )
     parser.add_argument("--reference", default=None, help=argparse.SUPPRESS)  # internal: run the msclap side
     parser.add_argument("--files", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference:
-        reference(Path(args.reference), args.files, args.steps, args.beam, args.init_std, args.seed,
-                  args.fill_seed)
+        reference(
+            Path(args.reference), args.files, args.steps, args.beam, args.init_std, args.seed, args.fill_seed
+        )
         return 0
     if args.fixture is not None and args.fill_seed is None:
         parser.error("--fixture needs --fill-seed (the fixture's weights must be regenerable)")

@@ -116,8 +116,12 @@ def describe_state(
             sources[key] = ["fill", src]
         elif key.endswith(STFT_SUFFIXES):
             sources[key] = ["stft", "real" if "conv_real" in key else "imag", value.shape[-1], _stats(value)]
-        elif value.dtype == torch.bool and value.dim() == 4 and torch.equal(
-            value, torch.tril(torch.ones(value.shape[-2:], dtype=torch.bool)).view(value.shape)
+        elif (
+            value.dtype == torch.bool
+            and value.dim() == 4
+            and torch.equal(
+                value, torch.tril(torch.ones(value.shape[-2:], dtype=torch.bool)).view(value.shape)
+            )
         ):
             sources[key] = ["tril", list(value.shape)]
         else:
@@ -138,7 +142,9 @@ def rebuild_state(recipe: dict[str, Any], seed: int, constants: Any) -> dict[str
             kernel = stft_kernel(source[1], source[2])
             got = _stats(kernel)
             if not np.allclose(got, source[3], rtol=1e-5, atol=1e-3):
-                raise ValueError(f"{key}: rebuilt STFT kernel checksums {got} differ from the reference's {source[3]}")
+                raise ValueError(
+                    f"{key}: rebuilt STFT kernel checksums {got} differ from the reference's {source[3]}"
+                )
             state[key] = kernel
         elif kind == "tril":
             shape = source[1]

@@ -93,7 +93,9 @@ def prepare(family: str, out: Path) -> None:
     np.savez(out / "clips.npz", **arrays)
     (out / "texts.json").write_text(json.dumps(TEXTS))
     write_tokenizer(tok, out / "tokenizer")
-    print(f"{family}: {len(arrays['waves'])} clips of {seconds:g} s at {rate} Hz, {len(TEXTS)} texts -> {out}")
+    print(
+        f"{family}: {len(arrays['waves'])} clips of {seconds:g} s at {rate} Hz, {len(TEXTS)} texts -> {out}"
+    )
 
 
 def write_tokenizer(tok: str, tok_dir: Path) -> None:

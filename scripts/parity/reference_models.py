@@ -187,8 +187,12 @@ def laion_reference(
         "text": text_emb.numpy(),
         "input_ids": tokens["input_ids"].numpy(),
         "attention_mask": tokens["attention_mask"].numpy(),
-        "state": {"seed": seed, "wrapper": {"epoch": 45, "state_dict": None}, "sha256": state_sha256(state),
-                  **recipe},
+        "state": {
+            "seed": seed,
+            "wrapper": {"epoch": 45, "state_dict": None},
+            "sha256": state_sha256(state),
+            **recipe,
+        },
         "constants": constants,
     }
 

@@ -54,12 +54,17 @@ def _coerce(hint: Any, value: Any, where: str, error: type[Exception]) -> Any:
             return tuple(_coerce(args[0], v, f"{where}[{i}]", error) for i, v in enumerate(value))
         if args and len(value) != len(args):
             raise error(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, f"{where}[{i}]", error) for i, (a, v) in enumerate(zip(args, value))) \
-            if args else tuple(value)
+        return (
+            tuple(_coerce(a, v, f"{where}[{i}]", error) for i, (a, v) in enumerate(zip(args, value)))
+            if args
+            else tuple(value)
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise error(f"{where} must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}", error) for k, v in value.items()} if args else value
+        return (
+            {str(k): _coerce(args[1], v, f"{where}.{k}", error) for k, v in value.items()} if args else value
+        )
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
             try:

@@ -105,36 +105,62 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 def add_workers_argument(parser: argparse.ArgumentParser, default: int = 2) -> None:
     """``--num-workers`` (``EmbedOptions.num_workers``); ``--workers`` is its old spelling."""
     parser.add_argument(
-        "--num-workers", type=int, default=default, help=f"decoding processes (default {default}; 0 decodes inline)"
+        "--num-workers",
+        type=int,
+        default=default,
+        help=f"decoding processes (default {default}; 0 decodes inline)",
     )
-    parser.add_argument("--workers", dest="num_workers", type=int, action=DeprecatedAlias, new="--num-workers")
+    parser.add_argument(
+        "--workers", dest="num_workers", type=int, action=DeprecatedAlias, new="--num-workers"
+    )
 
 
 def add_model_arguments(
     parser: argparse.ArgumentParser, default_model: str = "openclap-mini", speed_options: bool = False
 ) -> None:
     """The --model / --checkpoint / --device options (and --dtype / --compile with ``speed_options``)."""
-    parser.add_argument("--model", default=default_model, help=f"preset name or model directory (default: {default_model})")
-    parser.add_argument("--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)")
+    parser.add_argument(
+        "--model", default=default_model, help=f"preset name or model directory (default: {default_model})"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)"
+    )
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     if speed_options:  # only for commands that pass them on to openclap.load / ClapPipeline.configure
-        parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                            help="encoder precision via autocast: bfloat16 (CPU or CUDA), float16 (CUDA only); "
-                            "embeddings stay float32 (default: float32)")
-        parser.add_argument("--compile", action="store_true",
-                            help="torch.compile the audio and text encoders (compiled on first use: slow start)")
+        parser.add_argument(
+            "--dtype",
+            choices=("float32", "bfloat16", "float16"),
+            default="float32",
+            help="encoder precision via autocast: bfloat16 (CPU or CUDA), float16 (CUDA only); "
+            "embeddings stay float32 (default: float32)",
+        )
+        parser.add_argument(
+            "--compile",
+            action="store_true",
+            help="torch.compile the audio and text encoders (compiled on first use: slow start)",
+        )
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     """The arguments of every recipe-driven trainer command (train, pretrain-audio, their `python -m` forms)."""
     parser.add_argument("config", help=f"recipe (YAML), e.g. {example}")
-    parser.add_argument("--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)")
-    parser.add_argument("--resume", default=None, help="'latest' (newest checkpoint in --run-dir) or a checkpoint path")
+    parser.add_argument(
+        "--run-dir", required=True, help="output directory (config, metrics, checkpoints, final/)"
+    )
+    parser.add_argument(
+        "--resume", default=None, help="'latest' (newest checkpoint in --run-dir) or a checkpoint path"
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
     parser.add_argument("--seed", type=int, default=None, help="override seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (dotted for nested keys, YAML value); repeatable")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted for nested keys, YAML value); repeatable",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

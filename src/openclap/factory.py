@@ -72,7 +72,9 @@ def looks_like_path(name: str) -> bool:
     return "/" in name or os.sep in name or name.startswith((".", "~"))
 
 
-def has_random_weights(name_or_dir: str | os.PathLike | ClapConfig, checkpoint: object, pretrained: bool) -> bool:
+def has_random_weights(
+    name_or_dir: str | os.PathLike | ClapConfig, checkpoint: object, pretrained: bool
+) -> bool:
     """Whether ``load_model(name_or_dir, checkpoint, download=pretrained)`` gives seeded random weights."""
     from openclap.pretrained import get_bundle
 
@@ -94,7 +96,9 @@ def create_model(config: ClapConfig, seed: int = RANDOM_INIT_SEED) -> ClapModel:
 def load_weights(model: ClapModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state_dict`` strictly, with errors naming every missing, unexpected or mis-shaped key."""
     check_state_dict(
-        model.state_dict(), state_dict, f"{source} does not fit model {model.config.name!r}",
+        model.state_dict(),
+        state_dict,
+        f"{source} does not fit model {model.config.name!r}",
         "The checkpoint was probably made for another preset: pass the matching model name.",
     )
     model.load_state_dict(state_dict, strict=True)

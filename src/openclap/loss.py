@@ -104,7 +104,9 @@ class ClipLoss(nn.Module):
     def __init__(self, rank: int = 0, world_size: int = 1, max_scale: float = MAX_LOGIT_SCALE) -> None:
         super().__init__()
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
         self.rank, self.world_size, self.max_scale = rank, world_size, max_scale
 
     def logits(
@@ -139,5 +141,7 @@ class ClipLoss(nn.Module):
         mask = positive_mask(gather_labels(labels.to(logits.device), self.rank, self.world_size))  # (N, N)
         soft = mask.to(logits.dtype) / mask.sum(1, keepdim=True)  # row i: uniform over its positives
         per_audio = -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
-        per_text = -(soft * F.log_softmax(logits.T, dim=1)).sum(1).mean()  # mask symmetric: soft.T rows = soft
+        per_text = (
+            -(soft * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+        )  # mask symmetric: soft.T rows = soft
         return 0.5 * (per_audio + per_text)

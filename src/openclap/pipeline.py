@@ -47,9 +47,9 @@ def fill_template(template: str, label: str) -> str:
         )
     return template.replace("{}", label)
 
+
 # An audio input: a path, or a waveform with its sample rate (a bare array needs sample_rate=).
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | tuple[Any, int]
-
 
 
 @dataclass
@@ -176,7 +176,9 @@ class ClapPipeline:
             return load_audio(wave, self.sample_rate, source_rate=rate)
         if isinstance(item, (np.ndarray, torch.Tensor)):
             if sample_rate is None:
-                raise ValueError(f"input {index} is an array: pass sample_rate=, or give (array, rate) tuples")
+                raise ValueError(
+                    f"input {index} is an array: pass sample_rate=, or give (array, rate) tuples"
+                )
             return load_audio(item, self.sample_rate, source_rate=sample_rate)
         return load_audio(item, self.sample_rate)
 
@@ -184,7 +186,9 @@ class ClapPipeline:
         audio = self.config.audio
         hop = hop_seconds if hop_seconds is not None else audio.hop_seconds
         hop_samples = max(1, round(hop * self.sample_rate))
-        return split_windows(torch.from_numpy(wave), audio.num_samples, hop_samples, audio.pad_mode, self.sample_rate)
+        return split_windows(
+            torch.from_numpy(wave), audio.num_samples, hop_samples, audio.pad_mode, self.sample_rate
+        )
 
     @torch.inference_mode()
     def _encode_windows(self, windows: torch.Tensor) -> np.ndarray:
@@ -217,7 +221,10 @@ class ClapPipeline:
             if chunks:
                 windows = torch.cat(chunks)
                 embeds = np.concatenate(
-                    [self._encode_windows(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+                    [
+                        self._encode_windows(windows[i : i + batch_size])
+                        for i in range(0, len(windows), batch_size)
+                    ]
                 )
             offset = 0
             for result, count in pending:
@@ -269,7 +276,11 @@ class ClapPipeline:
             raise ValueError("embed_audio got no inputs; pass at least one file or waveform")
         results = list(
             self.iter_audio_embeddings(
-                items, sample_rate=sample_rate, batch_size=batch_size, hop_seconds=hop_seconds, progress=progress
+                items,
+                sample_rate=sample_rate,
+                batch_size=batch_size,
+                hop_seconds=hop_seconds,
+                progress=progress,
             )
         )
         for result in results:
@@ -281,7 +292,9 @@ class ClapPipeline:
 
     # ------------------------------------------------------------------------------------ text
     @torch.inference_mode()
-    def embed_text(self, texts: str | Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def embed_text(
+        self, texts: str | Sequence[str], *, batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
         """(M, D) float32 L2-normalised text embeddings."""
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
@@ -350,7 +363,9 @@ class ClapPipeline:
                 continue
             probs = torch.softmax(torch.from_numpy(scale * (text @ result.embedding)), dim=0).numpy()
             order = np.argsort(-probs, kind="stable")[:k]
-            out.append(Classification(result.source, [labels[i] for i in order], [float(probs[i]) for i in order]))
+            out.append(
+                Classification(result.source, [labels[i] for i in order], [float(probs[i]) for i in order])
+            )
         return out
 
     # ------------------------------------------------------------------------------------- i/o
@@ -366,7 +381,11 @@ class ClapPipeline:
 
 
 # dtype option -> autocast dtype (None: plain float32).
-DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES: dict[str, torch.dtype | None] = {
+    "float32": None,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
@@ -374,7 +393,9 @@ def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if dtype != "float32" and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"dtype={dtype!r} runs on cpu (bfloat16) or cuda; on {device.type} use dtype='float32'")
+        raise ValueError(
+            f"dtype={dtype!r} runs on cpu (bfloat16) or cuda; on {device.type} use dtype='float32'"
+        )
     if dtype == "float16" and device.type == "cpu":
         raise ValueError(
             "dtype='float16' is CUDA-only (CPU autocast computes in bfloat16); "
@@ -407,7 +428,9 @@ def _compile_forward(module: torch.nn.Module, name: str) -> None:
 
 def _load_error(result: AudioEmbedding) -> AudioLoadError:
     """The loader's own exception for a failed result (keeps AudioFileNotFoundError a FileNotFoundError)."""
-    return result.exception if result.exception is not None else AudioLoadError(result.error, path=result.source)
+    return (
+        result.exception if result.exception is not None else AudioLoadError(result.error, path=result.source)
+    )
 
 
 def _as_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
@@ -445,7 +468,9 @@ def load(
     config = resolve_config(name_or_dir)
     if tokenizer is None and is_model_dir(name_or_dir) and (Path(name_or_dir) / TOKENIZER_DIR).is_dir():
         tokenizer = Path(name_or_dir) / TOKENIZER_DIR
-    if tokenizer is None:  # not bundled nor a local directory: the hub cache (roberta-base, bert-base-uncased)
+    if (
+        tokenizer is None
+    ):  # not bundled nor a local directory: the hub cache (roberta-base, bert-base-uncased)
         from openclap.hub import TokenizerUnavailableError, resolve_tokenizer
 
         try:

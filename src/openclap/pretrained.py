@@ -126,7 +126,9 @@ def missing_file_message(path: str, model: str | None = None, format: str | None
         bundle = next((b for b in _all_bundles() if b.filename == PurePath(path).name), None)
     if bundle is not None:
         return download_message(bundle, problem)
-    candidates = [b for b in _all_bundles() if format in (None, b.format) or (format, b.format) == ("msclap", "clapcap")]
+    candidates = [
+        b for b in _all_bundles() if format in (None, b.format) or (format, b.format) == ("msclap", "clapcap")
+    ]
     if not candidates:
         return f"{problem}: pass the path of an existing file or directory"
     files = "; ".join(f"{b.filename} ({b.model}) from https://huggingface.co/{b.repo_id}" for b in candidates)

@@ -45,8 +45,12 @@ def get_model_config(name: str) -> ClapConfig:
     if not path.is_file() and bundled is not None:
         return ClapConfig.from_dict(json.loads((bundled / "config.json").read_text()))
     if not path.is_file():
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())} (or pass a model directory)")
+        raise ValueError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())} (or pass a model directory)"
+        )
     config = ClapConfig.from_dict(json.loads(path.read_text()))
     if config.name != name:
-        raise ValueError(f"model_configs/{name}.json declares name {config.name!r}; the file name and name must agree")
+        raise ValueError(
+            f"model_configs/{name}.json declares name {config.name!r}; the file name and name must agree"
+        )
     return config

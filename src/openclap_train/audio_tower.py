@@ -40,8 +40,12 @@ def is_audio_tower_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_NAME).is_file() and (Path(path) / TOWER_WEIGHTS).is_file()
 
 
-def save_audio_tower(tower: dict[str, torch.Tensor], config: ClapConfig, directory: str | os.PathLike,
-                     tasks: list[dict[str, Any]] | None = None) -> Path:
+def save_audio_tower(
+    tower: dict[str, torch.Tensor],
+    config: ClapConfig,
+    directory: str | os.PathLike,
+    tasks: list[dict[str, Any]] | None = None,
+) -> Path:
     """Write an audio-tower directory (atomic weight file)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,8 +54,11 @@ def save_audio_tower(tower: dict[str, torch.Tensor], config: ClapConfig, directo
         raise ValueError(f"an audio tower holds only {TOWER_PREFIXES} keys; got {bad[:5]}")
     (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     tmp = out / (TOWER_WEIGHTS + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tower.items()}, str(tmp),
-              metadata={"format": "pt", "openclap_audio_tower": config.name})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tower.items()},
+        str(tmp),
+        metadata={"format": "pt", "openclap_audio_tower": config.name},
+    )
     os.replace(tmp, out / TOWER_WEIGHTS)
     if tasks is not None:
         (out / TASKS_NAME).write_text(json.dumps(tasks, indent=2) + "\n")
@@ -62,8 +69,10 @@ def read_audio_tower(directory: str | os.PathLike) -> tuple[ClapConfig, dict[str
     """(config, tensors) of an audio-tower directory."""
     d = Path(directory)
     if not is_audio_tower_dir(d):
-        raise FileNotFoundError(f"{d} is not an audio-tower directory (needs {CONFIG_NAME} and {TOWER_WEIGHTS}); "
-                                "pass the final/ directory of an `openclap pretrain-audio` run")
+        raise FileNotFoundError(
+            f"{d} is not an audio-tower directory (needs {CONFIG_NAME} and {TOWER_WEIGHTS}); "
+            "pass the final/ directory of an `openclap pretrain-audio` run"
+        )
     config = ClapConfig.from_dict(json.loads((d / CONFIG_NAME).read_text()))
     return config, load_file(str(d / TOWER_WEIGHTS))
 
@@ -89,19 +98,34 @@ def load_audio_tower(model: ClapModel | nn.Module, source: str | os.PathLike) ->
         config, tower = read_audio_tower(path)
         diffs = _diff(config.audio.to_dict(), audio.to_dict())
         if diffs:
-            raise CheckpointError(f"audio tower {path} was built for another audio config ({'; '.join(diffs[:5])}); "
-                                  "use the same model preset and model_overrides.audio as the pretraining run")
+            raise CheckpointError(
+                f"audio tower {path} was built for another audio config ({'; '.join(diffs[:5])}); "
+                "use the same model preset and model_overrides.audio as the pretraining run"
+            )
     else:
         if path.is_dir():
             if not (path / WEIGHTS_NAME).is_file():
-                raise FileNotFoundError(f"{path} is not an audio-tower directory ({TOWER_WEIGHTS}) nor a model directory "
-                                        f"({WEIGHTS_NAME}); pass the final/ directory of an `openclap pretrain-audio` run")
+                raise FileNotFoundError(
+                    f"{path} is not an audio-tower directory ({TOWER_WEIGHTS}) nor a model directory "
+                    f"({WEIGHTS_NAME}); pass the final/ directory of an `openclap pretrain-audio` run"
+                )
             path = path / WEIGHTS_NAME
         elif not path.is_file():
-            raise FileNotFoundError(f"init_audio {path} not found; give an audio-tower/model directory or .safetensors")
+            raise FileNotFoundError(
+                f"init_audio {path} not found; give an audio-tower/model directory or .safetensors"
+            )
         tower = {k: v for k, v in load_file(str(path)).items() if k.startswith(TOWER_PREFIXES)}
     own = {k: v for k, v in model.state_dict().items() if k.startswith(TOWER_PREFIXES)}
-    check_state_dict(own, tower, f"{source} does not fit the audio tower of {name!r}",
-                     "Was it trained with the same audio config (model preset and model_overrides.audio)?")
-    for prefix, module in (("audio_frontend.", model.audio_frontend), ("audio_encoder.", model.audio_encoder)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in tower.items() if k.startswith(prefix)}, strict=True)
+    check_state_dict(
+        own,
+        tower,
+        f"{source} does not fit the audio tower of {name!r}",
+        "Was it trained with the same audio config (model preset and model_overrides.audio)?",
+    )
+    for prefix, module in (
+        ("audio_frontend.", model.audio_frontend),
+        ("audio_encoder.", model.audio_encoder),
+    ):
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tower.items() if k.startswith(prefix)}, strict=True
+        )

@@ -80,7 +80,9 @@ def change_speed(wave: torch.Tensor, rate: int, factor: float) -> torch.Tensor:
         raise ValueError(f"speed factor must be > 0, got {factor}")
     if factor == 1.0:
         return wave
-    out = soxr.resample(wave.numpy().astype(np.float32, copy=False), rate * factor, rate, quality=RESAMPLE_QUALITY)
+    out = soxr.resample(
+        wave.numpy().astype(np.float32, copy=False), rate * factor, rate, quality=RESAMPLE_QUALITY
+    )
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
@@ -142,7 +144,9 @@ def apply_reverb(wave: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
     return out.float()
 
 
-def spectral_filter(wave: torch.Tensor, rate: int, response: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def spectral_filter(
+    wave: torch.Tensor, rate: int, response: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """Multiply the clip's whole-length spectrum by a real, zero-phase ``response(freqs_hz)``: a circular
     filter (the clip is one period, as for the circular time shift), so the output's spectrum is exactly
     the input's times the response; a sharp response rings a little across the clip's two ends."""
@@ -175,8 +179,13 @@ def equalize(wave: torch.Tensor, rate: int, gains_db: list[float] | torch.Tensor
     return spectral_filter(wave, rate, response)
 
 
-def band_limit(wave: torch.Tensor, rate: int, lowpass_hz: float | None, highpass_hz: float | None = None,
-               transition: float = 0.15) -> torch.Tensor:
+def band_limit(
+    wave: torch.Tensor,
+    rate: int,
+    lowpass_hz: float | None,
+    highpass_hz: float | None = None,
+    transition: float = 0.15,
+) -> torch.Tensor:
     """Keep ``[highpass_hz, lowpass_hz]``: no energy at all above ``lowpass_hz`` or below ``highpass_hz``,
     raised-cosine edges ``transition`` x the cut-off wide inside the band, unchanged in between."""
 
@@ -289,10 +298,12 @@ def augment_wave(
         if trace is not None:
             trace.append((name, params))
 
-    needs_rate = (cfg.reverb_prob or cfg.eq_prob or cfg.bandlimit_prob or cfg.codec_prob or cfg.freq_masks)
+    needs_rate = cfg.reverb_prob or cfg.eq_prob or cfg.bandlimit_prob or cfg.codec_prob or cfg.freq_masks
     if needs_rate and rate is None:
-        raise ValueError("augment_wave: reverb, EQ, band-limiting, codec and frequency masks need the sample "
-                         "rate; pass rate=")
+        raise ValueError(
+            "augment_wave: reverb, EQ, band-limiting, codec and frequency masks need the sample "
+            "rate; pass rate="
+        )
     if other is not None:  # the original clip mixing (mix_prob): weights drawn here, as before
         lam = 0.3 + 0.4 * float(torch.rand((), generator=generator))
         wave = lam * wave + (1 - lam) * other

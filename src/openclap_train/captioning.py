@@ -301,7 +301,9 @@ def _fingerprint(model, samples: list) -> str:
     h = hashlib.sha256()
     for s in samples:
         h.update(s.path.encode())
-    h.update(state_dict_fingerprint(model.state_dict(), prefixes=("audio_encoder.", "audio_projection.")).encode())
+    h.update(
+        state_dict_fingerprint(model.state_dict(), prefixes=("audio_encoder.", "audio_projection.")).encode()
+    )
     return h.hexdigest()
 
 
@@ -414,14 +416,19 @@ class CaptionTraining(Task):
     def build(self, run_dir: Path, info: DistInfo) -> None:
         cfg = self.config
         if info.enabled:
-            raise TrainConfigError("captioning trains in one process (its embedding caches are per run); "
-                                   "run it without torchrun")
+            raise TrainConfigError(
+                "captioning trains in one process (its embedding caches are per run); run it without torchrun"
+            )
         self.run_dir = run_dir
         self.model, self.tokenizer = build_caption_model(cfg)
         params = set_trainable(self.model, cfg.train)
-        logger.info("caption model %s: %.2fM trainable of %.2fM parameters (train: %s)", self.model.config.name,
-                    sum(p.numel() for p in params) / 1e6, sum(p.numel() for p in self.model.parameters()) / 1e6,
-                    cfg.train)
+        logger.info(
+            "caption model %s: %.2fM trainable of %.2fM parameters (train: %s)",
+            self.model.config.name,
+            sum(p.numel() for p in params) / 1e6,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            cfg.train,
+        )
         self.train = _samples(cfg.train_manifest)
         self.captions = [s.caption for s in self.train]
         self.val = _samples(cfg.val_manifest) if cfg.val_manifest else []
@@ -430,11 +437,17 @@ class CaptionTraining(Task):
         self.crop_embeds = np.zeros((0,), np.float32)
         emb = run_dir / "embeddings"
         if self.frozen_audio:  # the audio tower never changes: embed every clip once, cache in the run
-            self.train_embeds = embed_samples(self.model, self.tokenizer, self.train, emb / "train.npy", self.progress)
-            self.crop_embeds = embed_crops(self.model, self.train, cfg.train_crops, cfg.seed, emb / "train_crops.npy")
+            self.train_embeds = embed_samples(
+                self.model, self.tokenizer, self.train, emb / "train.npy", self.progress
+            )
+            self.crop_embeds = embed_crops(
+                self.model, self.train, cfg.train_crops, cfg.seed, emb / "train_crops.npy"
+            )
             self.neighbours = nearest_neighbours(self.train_embeds, cfg.neighbour_captions)
             if self.val:
-                self.val_embeds = embed_samples(self.model, self.tokenizer, self.val, emb / "val.npy", self.progress)
+                self.val_embeds = embed_samples(
+                    self.model, self.tokenizer, self.val, emb / "val.npy", self.progress
+                )
         else:
             self.dataset = ManifestDataset(self.train, self.model.config.audio, seed=cfg.seed)
 
@@ -448,7 +461,9 @@ class CaptionTraining(Task):
             if len(self.crop_embeds):  # each row: the deterministic embedding or one of its random crops
                 gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, 1))
                 pick = torch.randint(0, len(self.crop_embeds) + 1, (len(idx),), generator=gen).tolist()
-                rows = [self.train_embeds[i] if c == 0 else self.crop_embeds[c - 1, i] for i, c in zip(idx, pick)]
+                rows = [
+                    self.train_embeds[i] if c == 0 else self.crop_embeds[c - 1, i] for i, c in zip(idx, pick)
+                ]
                 embeds = torch.from_numpy(np.stack(rows))
             batch["embeds"] = embeds
         else:
@@ -496,7 +511,9 @@ class CaptionTraining(Task):
     def evaluate(self, device: torch.device) -> dict[str, float]:
         if self.val_embeds is None:
             return {}
-        return {"val_loss": _val_loss(self.model, self.tokenizer, self.val_embeds, [s.caption for s in self.val])}
+        return {
+            "val_loss": _val_loss(self.model, self.tokenizer, self.val_embeds, [s.caption for s in self.val])
+        }
 
     def model_config(self) -> dict[str, Any]:
         return self.model.config.to_dict()
@@ -509,14 +526,17 @@ class CaptionTraining(Task):
         model.eval()
         pipeline = CaptionPipeline(model, self.tokenizer)
         final = pipeline.save_pretrained(final_dir)
-        reranker = load_reranker(cfg) if self.frozen_audio else None  # a trained audio tower has no CLAP text tower
+        reranker = (
+            load_reranker(cfg) if self.frozen_audio else None
+        )  # a trained audio tower has no CLAP text tower
         if reranker is not None:  # beside the captioner: `openclap caption --rerank clap` finds it there
             reranker.check_audio_tower(model)
             reranker.clap.save_pretrained(final / CLAP_SUBDIR)
         evaluation: dict[str, Any] = {}
         if cfg.test_manifest or (cfg.val_manifest and cfg.decoding_candidates):
-            evaluation = evaluate_run(pipeline, cfg, self.train, self.train_embeds, self.run_dir, reranker,
-                                      self.progress)
+            evaluation = evaluate_run(
+                pipeline, cfg, self.train, self.train_embeds, self.run_dir, reranker, self.progress
+            )
         return final, evaluation
 
 
@@ -539,7 +559,10 @@ def _scores_by_set(
 
 
 def decode_settings(
-    pipeline: CaptionPipeline, embeds: np.ndarray, settings: list[dict[str, Any]], reranker: ClapReranker | None
+    pipeline: CaptionPipeline,
+    embeds: np.ndarray,
+    settings: list[dict[str, Any]],
+    reranker: ClapReranker | None,
 ) -> list[list[str]]:
     """The best caption of every row for each decoding setting (``split_decoding``); settings that differ
     only in reranking share one search."""
@@ -547,15 +570,18 @@ def decode_settings(
     out = []
     for setting in settings:
         gen, rerank, lm_weight = split_decoding(setting)
-        gen = pipeline.generation_config(**{f.name: getattr(gen, f.name) for f in fields(gen)
-                                            if f.name in setting})
+        gen = pipeline.generation_config(
+            **{f.name: getattr(gen, f.name) for f in fields(gen) if f.name in setting}
+        )
         if gen not in searched:
             searched[gen] = pipeline.caption_embeddings(embeds, gen)
         hyps = searched[gen]
         if rerank:
             if reranker is None:
-                raise TrainConfigError(f"decoding {setting} reranks by CLAP but the run has no CLAP model "
-                                       "(a full-mode run trains its audio tower; set rerank_clap or drop rerank)")
+                raise TrainConfigError(
+                    f"decoding {setting} reranks by CLAP but the run has no CLAP model "
+                    "(a full-mode run trains its audio tower; set rerank_clap or drop rerank)"
+                )
             hyps = ClapReranker(reranker.clap, lm_weight).rerank(embeds, hyps)
         out.append([row[0][0] for row in hyps])
     return out
@@ -576,7 +602,8 @@ def choose_decoding(
     val = [s for part in parts for s in part]
     logger.info(
         "choosing the decoding on %d validation clips: %d candidate setting(s), each decodes every clip",
-        len(val), len(cfg.decoding_candidates),
+        len(val),
+        len(cfg.decoding_candidates),
     )
     val_embeds = embed_samples(
         pipeline.model, pipeline.tokenizer, val, cache / "val.npy" if cache else None, progress
@@ -584,12 +611,15 @@ def choose_decoding(
     refs = [[s.caption] for s in val]
 
     def scored(captions: list[str]) -> dict[str, Any]:
-        return {"cider_d": score_captions(captions, refs).cider_d,
-                "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs)}
+        return {
+            "cider_d": score_captions(captions, refs).cider_d,
+            "per_set": _scores_by_set(cfg.val_manifest, parts, captions, refs),
+        }
 
     rows = []
-    for d, captions in zip(cfg.decoding_candidates,
-                           decode_settings(pipeline, val_embeds, cfg.decoding_candidates, reranker)):
+    for d, captions in zip(
+        cfg.decoding_candidates, decode_settings(pipeline, val_embeds, cfg.decoding_candidates, reranker)
+    ):
         rows.append({"decoding": d, **scored(captions)})
         logger.info("validation CIDEr-D %.3f with %s", rows[-1]["cider_d"], d)
     best = max(range(len(rows)), key=lambda i: (rows[i]["cider_d"], -i))
@@ -650,7 +680,9 @@ def evaluate_run(
             "model_cider_d": report_from_captions(paths, generated[sl], refs[sl]).scores.cider_d,
             "baseline_cider_d": report_from_captions(paths, baseline[sl], refs[sl]).scores.cider_d,
         }
-    diff = np.array([m["cider_d"] - b["cider_d"] for m, b in zip(model_report.captions, base_report.captions)])
+    diff = np.array(
+        [m["cider_d"] - b["cider_d"] for m, b in zip(model_report.captions, base_report.captions)]
+    )
     out = {
         "test_clips": len(test),
         "decoding": setting,
@@ -698,7 +730,9 @@ def evaluate_saved_run(
         torch.set_num_threads(cfg.num_threads)
     pipeline = load_captioner(run / "final")
     bundled = bundled_clap(run / "final")
-    reranker = ClapReranker.load(bundled) if bundled is not None and cfg.rerank_clap is None else load_reranker(cfg)
+    reranker = (
+        ClapReranker.load(bundled) if bundled is not None and cfg.rerank_clap is None else load_reranker(cfg)
+    )
     if reranker is not None:
         reranker.check_audio_tower(pipeline.model)
     train = _samples(cfg.train_manifest)

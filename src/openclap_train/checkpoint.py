@@ -61,7 +61,9 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (tensors and plain values only: ``weights_only=True``)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} not found; pass --resume latest or a checkpoints/step_*.pt file")
+        raise FileNotFoundError(
+            f"checkpoint {p} not found; pass --resume latest or a checkpoints/step_*.pt file"
+        )
     state = torch.load(p, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{p} is not an openclap training checkpoint (no 'model'/'step' entries)")

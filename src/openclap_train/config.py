@@ -75,11 +75,15 @@ class ManifestSpec:
 
     def __post_init__(self) -> None:
         if self.repeat < 1 or not 0 <= self.extra_caption_prob <= 1:
-            raise TrainConfigError(f"manifest {self.path}: need repeat >= 1 and 0 <= extra_caption_prob <= 1, "
-                                   f"got repeat={self.repeat}, extra_caption_prob={self.extra_caption_prob}")
+            raise TrainConfigError(
+                f"manifest {self.path}: need repeat >= 1 and 0 <= extra_caption_prob <= 1, "
+                f"got repeat={self.repeat}, extra_caption_prob={self.extra_caption_prob}"
+            )
         if self.extra_caption_prob > 0 and not self.extra_captions:
-            raise TrainConfigError(f"manifest {self.path}: extra_caption_prob > 0 needs extra_captions "
-                                   "(templates such as '{label}')")
+            raise TrainConfigError(
+                f"manifest {self.path}: extra_caption_prob > 0 needs extra_captions "
+                "(templates such as '{label}')"
+            )
 
     @property
     def uses_caption_extras(self) -> bool:
@@ -140,28 +144,57 @@ class AugmentConfig:
             raise TrainConfigError(
                 f"augment: need gain_db >= 0, 0 <= time_shift <= 1, 0 <= mix_prob <= 1; got {self}"
             )
-        for key in ("speed_prob", "noise_prob", "reverb_prob", "eq_prob", "bandlimit_prob", "codec_prob",
-                    "freq_mask", "time_mask"):
+        for key in (
+            "speed_prob",
+            "noise_prob",
+            "reverb_prob",
+            "eq_prob",
+            "bandlimit_prob",
+            "codec_prob",
+            "freq_mask",
+            "time_mask",
+        ):
             if not 0 <= getattr(self, key) <= 1:
                 raise TrainConfigError(f"augment.{key} must be in [0, 1], got {getattr(self, key)}")
-        for key, low in (("speed_range", 1e-3), ("noise_snr_db", -math.inf), ("reverb_rt60", 1e-3),
-                         ("reverb_drr_db", -math.inf), ("lowpass_hz", 1.0), ("highpass_hz", 0.0),
-                         ("codec_rate_hz", 1000.0)):
+        for key, low in (
+            ("speed_range", 1e-3),
+            ("noise_snr_db", -math.inf),
+            ("reverb_rt60", 1e-3),
+            ("reverb_drr_db", -math.inf),
+            ("lowpass_hz", 1.0),
+            ("highpass_hz", 0.0),
+            ("codec_rate_hz", 1000.0),
+        ):
             a, b = getattr(self, key)
             if not low <= a <= b:
-                raise TrainConfigError(f"augment.{key} must be [low, high] with {low} <= low <= high, got {[a, b]}")
+                raise TrainConfigError(
+                    f"augment.{key} must be [low, high] with {low} <= low <= high, got {[a, b]}"
+                )
         if self.eq_db < 0 or self.eq_bands < 2 or not 2 <= self.mulaw_bits <= 16:
-            raise TrainConfigError(f"augment: need eq_db >= 0, eq_bands >= 2, 2 <= mulaw_bits <= 16; got "
-                                   f"eq_db={self.eq_db}, eq_bands={self.eq_bands}, mulaw_bits={self.mulaw_bits}")
+            raise TrainConfigError(
+                f"augment: need eq_db >= 0, eq_bands >= 2, 2 <= mulaw_bits <= 16; got "
+                f"eq_db={self.eq_db}, eq_bands={self.eq_bands}, mulaw_bits={self.mulaw_bits}"
+            )
         if self.freq_masks < 0 or self.time_masks < 0:
-            raise TrainConfigError(f"augment: freq_masks and time_masks must be >= 0, got "
-                                   f"{self.freq_masks}, {self.time_masks}")
+            raise TrainConfigError(
+                f"augment: freq_masks and time_masks must be >= 0, got {self.freq_masks}, {self.time_masks}"
+            )
 
     @property
     def enabled(self) -> bool:
-        return (self.gain_db > 0 or self.time_shift > 0 or self.mix_prob > 0 or self.speed_prob > 0
-                or self.noise_prob > 0 or self.reverb_prob > 0 or self.eq_prob > 0 or self.bandlimit_prob > 0
-                or self.codec_prob > 0 or self.freq_masks > 0 or self.time_masks > 0)
+        return (
+            self.gain_db > 0
+            or self.time_shift > 0
+            or self.mix_prob > 0
+            or self.speed_prob > 0
+            or self.noise_prob > 0
+            or self.reverb_prob > 0
+            or self.eq_prob > 0
+            or self.bandlimit_prob > 0
+            or self.codec_prob > 0
+            or self.freq_masks > 0
+            or self.time_masks > 0
+        )
 
 
 @dataclass
@@ -187,8 +220,10 @@ class OptimConfig:
             (self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}"),
             (self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}"),
             (0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
-            (self.grad_clip is None or self.grad_clip > 0,
-             f"optim.grad_clip must be positive or null, got {self.grad_clip}"),
+            (
+                self.grad_clip is None or self.grad_clip > 0,
+                f"optim.grad_clip must be positive or null, got {self.grad_clip}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -223,8 +258,10 @@ class LoopConfig:
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
-            (self.log_every >= 1 and self.save_every >= 1 and self.eval_every >= 0,
-             "log_every and save_every must be >= 1, eval_every >= 0"),
+            (
+                self.log_every >= 1 and self.save_every >= 1 and self.eval_every >= 0,
+                "log_every and save_every must be >= 1, eval_every >= 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -243,7 +280,9 @@ class TrainConfig(LoopConfig):
     model: str = "tiny"  # preset name or model directory
     # nested overrides applied to the model config before building, e.g. {projection_dropout: 0.0}
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    init: str | None = None  # weights to start from: a model directory or checkpoint file (any openclap format)
+    init: str | None = (
+        None  # weights to start from: a model directory or checkpoint file (any openclap format)
+    )
     init_text: str | None = None  # a local transformers checkpoint directory for the text tower only
     # audio tower only: an audio-tower directory (audio_tower.safetensors), a model directory or a .safetensors
     # file; its audio_encoder.* / audio_frontend.* tensors are loaded strictly
@@ -273,7 +312,10 @@ class TrainConfig(LoopConfig):
         checks = [
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-            ("{}" in self.zeroshot_template, f"zeroshot_template needs a '{{}}', got {self.zeroshot_template!r}"),
+            (
+                "{}" in self.zeroshot_template,
+                f"zeroshot_template needs a '{{}}', got {self.zeroshot_template!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -310,8 +352,10 @@ def build(cls: type, data: Any, where: str | None = None) -> Any:
     if isinstance(data, dict) and isinstance(cls, type) and issubclass(cls, LoopConfig):
         moved = sorted(set(data) & {f.name for f in dataclasses.fields(OptimConfig)})
         if moved:  # recipes before the one engine had these at the top level
-            raise TrainConfigError(f"{where or cls.__name__}: {moved} belong under `optim:` (e.g. "
-                                   f"optim: {{{moved[0]}: ...}} or --set optim.{moved[0]}=...)")
+            raise TrainConfigError(
+                f"{where or cls.__name__}: {moved} belong under `optim:` (e.g. "
+                f"optim: {{{moved[0]}: ...}} or --set optim.{moved[0]}=...)"
+            )
     return build_dataclass(cls, data, where, TrainConfigError)
 
 
@@ -352,7 +396,9 @@ def read_recipe(
             raise FileNotFoundError(f"{kind} {p} not found; pass a YAML file such as {example}")
         loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         if loaded is not None and not isinstance(loaded, dict):
-            raise TrainConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+            raise TrainConfigError(
+                f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}"
+            )
         data = loaded or {}
     data = apply_overrides(data, overrides or [])
     for key, value in (extra or {}).items():

@@ -75,8 +75,10 @@ def _extra_captions(spec: ManifestSpec, row: dict[str, Any], where: str) -> tupl
         try:
             out.append(template.format(**{k: display_value(v) for k, v in row.items() if k is not None}))
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"{where}: extra caption {template!r} cannot be filled from the columns "
-                             f"{sorted(k for k in row if k is not None)} ({exc!r}); name columns as {{label}}") from exc
+            raise ValueError(
+                f"{where}: extra caption {template!r} cannot be filled from the columns "
+                f"{sorted(k for k in row if k is not None)} ({exc!r}); name columns as {{label}}"
+            ) from exc
     return tuple(out)
 
 
@@ -89,7 +91,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({exc}); a JSONL manifest has one object per line") from exc
+                        raise ValueError(
+                            f"{path}:{n}: not valid JSON ({exc}); a JSONL manifest has one object per line"
+                        ) from exc
         return rows
     with path.open(encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
@@ -101,7 +105,9 @@ def read_manifest(spec: ManifestSpec | str) -> list[Sample]:
         spec = ManifestSpec(path=spec)
     path = Path(spec.path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found; give a CSV or JSONL file with path and caption columns")
+        raise FileNotFoundError(
+            f"manifest {path} not found; give a CSV or JSONL file with path and caption columns"
+        )
     rows = _read_rows(path)
     if rows and "path" not in rows[0]:
         raise ValueError(f"manifest {path} has no 'path' column (columns: {sorted(rows[0])})")
@@ -122,18 +128,31 @@ def read_manifest(spec: ManifestSpec | str) -> list[Sample]:
         pool = None
         if spec.caption_pool is not None:
             if spec.caption_pool not in row:
-                raise ValueError(f"manifest {path}: caption_pool column {spec.caption_pool!r} is missing "
-                                 f"(columns: {sorted(k for k in row if k is not None)})")
+                raise ValueError(
+                    f"manifest {path}: caption_pool column {spec.caption_pool!r} is missing "
+                    f"(columns: {sorted(k for k in row if k is not None)})"
+                )
             pool = f"{path}|{spec.caption_pool}={row[spec.caption_pool]}"
         extras = _extra_captions(spec, row, f"manifest {path}, row {n + 1}") if spec.extra_captions else ()
-        out.append(Sample(str(audio), caption if caption is not None else str(label), label, str(path), pool,
-                          extras, spec.extra_caption_prob))
+        out.append(
+            Sample(
+                str(audio),
+                caption if caption is not None else str(label),
+                label,
+                str(path),
+                pool,
+                extras,
+                spec.extra_caption_prob,
+            )
+        )
     if spec.max_items is not None:
         out = out[: spec.max_items]
     out = out * spec.repeat
     if not out:
-        raise ValueError(f"manifest {path} has no rows left after the filters (split={spec.split!r}, "
-                         f"include={spec.include}, exclude={spec.exclude})")
+        raise ValueError(
+            f"manifest {path} has no rows left after the filters (split={spec.split!r}, "
+            f"include={spec.include}, exclude={spec.exclude})"
+        )
     return out
 
 
@@ -144,7 +163,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 # ---------------------------------------------------------------------------------- manifest data
-def speed_crop(wave: np.ndarray, audio: AudioConfig, generator: torch.Generator, speed: float = 1.0) -> torch.Tensor:
+def speed_crop(
+    wave: np.ndarray, audio: AudioConfig, generator: torch.Generator, speed: float = 1.0
+) -> torch.Tensor:
     """A random training window of ``wave``; at ``speed != 1`` a window of ``speed x`` the length, played
     ``speed`` times as fast (``openclap_train.augment.change_speed``) and fitted to the window."""
     if speed == 1.0:
@@ -180,8 +201,9 @@ class ManifestDataset(Dataset):
         keys = sorted({(s.source, s.label) for s in self.samples if s.label is not None})
         ids = {k: i for i, k in enumerate(keys)}
         # a row without a label is its own group: -(index + 1), never equal to another row's id
-        self.groups = [ids[(s.source, s.label)] if s.label is not None else -(i + 1)
-                       for i, s in enumerate(self.samples)]
+        self.groups = [
+            ids[(s.source, s.label)] if s.label is not None else -(i + 1) for i, s in enumerate(self.samples)
+        ]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -225,16 +247,28 @@ class ManifestDataset(Dataset):
             caption = sample.extras[int(torch.randint(0, len(sample.extras), (), generator=generator))]
         if self.augment.enabled:
             other = None
-            if self.augment.mix_prob > 0 and float(torch.rand((), generator=generator)) < self.augment.mix_prob:
-                k, other_wave = self._readable(int(torch.randint(0, len(self.samples), (), generator=generator)))
+            if (
+                self.augment.mix_prob > 0
+                and float(torch.rand((), generator=generator)) < self.augment.mix_prob
+            ):
+                k, other_wave = self._readable(
+                    int(torch.randint(0, len(self.samples), (), generator=generator))
+                )
                 other = self._crop(other_wave, generator)
                 if self.augment.mix_join:
                     caption = caption + self.augment.mix_join + self.samples[k].caption
             noise = None  # background: a crop of any training clip, mixed at a random SNR by augment_wave
-            if self.augment.noise_prob > 0 and float(torch.rand((), generator=generator)) < self.augment.noise_prob:
-                _, noise_wave = self._readable(int(torch.randint(0, len(self.samples), (), generator=generator)))
+            if (
+                self.augment.noise_prob > 0
+                and float(torch.rand((), generator=generator)) < self.augment.noise_prob
+            ):
+                _, noise_wave = self._readable(
+                    int(torch.randint(0, len(self.samples), (), generator=generator))
+                )
                 noise = self._crop(noise_wave, generator)
-            crop = augment_wave(crop, self.augment, generator, other, rate=self.audio.sample_rate, noise=noise)
+            crop = augment_wave(
+                crop, self.augment, generator, other, rate=self.audio.sample_rate, noise=noise
+            )
         return {"waveform": crop, "caption": caption, "index": j, "group": self.groups[j]}
 
 
@@ -246,8 +280,14 @@ class EpochBatchSampler:
     """
 
     def __init__(
-        self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-        grad_accum: int = 1, start_step: int = 0,
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+        start_step: int = 0,
     ) -> None:
         if batch_size % (world_size * grad_accum):
             raise ValueError(
@@ -277,7 +317,9 @@ class EpochBatchSampler:
                 batch = order[s * self.batch_size : (s + 1) * self.batch_size]
                 chunk = self.batch_size // self.grad_accum  # one micro-batch, all ranks
                 for a in range(self.grad_accum):
-                    part = batch[a * chunk : (a + 1) * chunk][self.rank * self.micro : (self.rank + 1) * self.micro]
+                    part = batch[a * chunk : (a + 1) * chunk][
+                        self.rank * self.micro : (self.rank + 1) * self.micro
+                    ]
                     yield [(epoch, i) for i in part]
             epoch, step = epoch + 1, 0
 
@@ -333,8 +375,10 @@ def expand_shards(pattern: str) -> list[str]:
     urls = list(braceexpand.braceexpand(pattern))
     missing = [u for u in urls if not Path(u).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} shard(s) of {pattern!r} not found, e.g. {missing[0]}; "
-                                "pack a manifest with scripts/make_shards.py")
+        raise FileNotFoundError(
+            f"{len(missing)} shard(s) of {pattern!r} not found, e.g. {missing[0]}; "
+            "pack a manifest with scripts/make_shards.py"
+        )
     return urls
 
 
@@ -360,9 +404,18 @@ class ShardStream(IterableDataset):
     """
 
     def __init__(
-        self, urls: Sequence[str], audio: AudioConfig, tokenizer: TextTokenizer, micro_batch: int, seed: int,
-        rank: int = 0, world_size: int = 1, num_workers: int = 0, skip_batches: int = 0,
-        shuffle_buffer: int = 0, augment: AugmentConfig | None = None,
+        self,
+        urls: Sequence[str],
+        audio: AudioConfig,
+        tokenizer: TextTokenizer,
+        micro_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        skip_batches: int = 0,
+        shuffle_buffer: int = 0,
+        augment: AugmentConfig | None = None,
     ) -> None:
         super().__init__()
         self.urls, self.audio, self.collate = list(urls), audio, Collator(tokenizer)
@@ -371,12 +424,16 @@ class ShardStream(IterableDataset):
         self.skip_batches, self.shuffle_buffer = skip_batches, shuffle_buffer
         self.augment = augment or AugmentConfig()
         if self.augment.noise_prob > 0 or self.augment.mix_prob > 0:
-            raise ValueError("augment.noise_prob and augment.mix_prob need random access to other clips, which "
-                             "WebDataset shards do not give; use manifests or set them to 0")
+            raise ValueError(
+                "augment.noise_prob and augment.mix_prob need random access to other clips, which "
+                "WebDataset shards do not give; use manifests or set them to 0"
+            )
         total = world_size * self.num_workers
         if len(self.urls) < total:
-            raise ValueError(f"{len(self.urls)} shard(s) for {total} readers (processes x workers); "
-                             "pack more shards (make_shards.py --shard-size) or use fewer workers")
+            raise ValueError(
+                f"{len(self.urls)} shard(s) for {total} readers (processes x workers); "
+                "pack more shards (make_shards.py --shard-size) or use fewer workers"
+            )
         self._bad_logged: set[str] = set()
 
     def _raw(self, worker: int) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -389,8 +446,9 @@ class ShardStream(IterableDataset):
             random.Random(self.seed * 100_003 + epoch).shuffle(order)
             mine = order[g::total]
             # the split by rank and worker is done above: webdataset must not split again
-            stream = wds.WebDataset(mine, shardshuffle=False, empty_check=False, nodesplitter=None,
-                                    workersplitter=None)
+            stream = wds.WebDataset(
+                mine, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None
+            )
             count = 0
             if self.shuffle_buffer > 1:
                 rng, buf = random.Random(f"{self.seed}:{epoch}:{g}"), []
@@ -406,7 +464,9 @@ class ShardStream(IterableDataset):
                     count += 1
                     yield epoch, sample
             if count == 0:
-                raise RuntimeError(f"reader {g} of {total} got no samples from shards {mine}; are they empty?")
+                raise RuntimeError(
+                    f"reader {g} of {total} got no samples from shards {mine}; are they empty?"
+                )
             epoch += 1
 
     def _decode(self, epoch: int, sample: dict[str, Any]) -> dict[str, Any] | None:
@@ -416,10 +476,14 @@ class ShardStream(IterableDataset):
         if ext is None or caption_raw is None:
             if key not in self._bad_logged:
                 self._bad_logged.add(key)
-                logger.warning("shard sample %s lacks audio (%s) or txt; skipped (logged once)", key, AUDIO_KEYS)
+                logger.warning(
+                    "shard sample %s lacks audio (%s) or txt; skipped (logged once)", key, AUDIO_KEYS
+                )
             return None
         try:
-            wave = decode_audio_bytes(sample[ext], self.audio.sample_rate, f"{sample.get('__url__')}:{key}.{ext}")
+            wave = decode_audio_bytes(
+                sample[ext], self.audio.sample_rate, f"{sample.get('__url__')}:{key}.{ext}"
+            )
         except AudioLoadError as exc:
             if key not in self._bad_logged:
                 self._bad_logged.add(key)
@@ -456,8 +520,13 @@ class ShardStream(IterableDataset):
 
 def shard_loader(stream: ShardStream, num_workers: int) -> DataLoader:
     """DataLoader over a ``ShardStream`` (which batches itself)."""
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
-                      worker_init_fn=_seed_worker)
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_seed_worker,
+    )
 
 
 # ------------------------------------------------------------------------------------ evaluation

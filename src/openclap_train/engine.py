@@ -250,7 +250,11 @@ def truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metric lines written after the checkpoint's step (they will be written again)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    keep = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line and json.loads(line)["step"] <= step
+    ]
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
@@ -258,8 +262,9 @@ def _revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Replace SyncBatchNorm layers by BatchNorm2d (same state), for a plain inference model."""
     out = module
     if isinstance(module, nn.SyncBatchNorm):
-        out = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                             module.track_running_stats)
+        out = nn.BatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         out.load_state_dict(module.state_dict())
     for name, child in module.named_children():
         out.add_module(name, _revert_sync_batchnorm(child))
@@ -339,14 +344,19 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
         resume_path = "exists"
     resume_path = broadcast_object(resume_path, info)
     if resume_path == "exists":
-        raise TrainConfigError(f"{run_dir} already holds checkpoints: pass --resume latest to continue that run, "
-                               "or choose a new --run-dir")
+        raise TrainConfigError(
+            f"{run_dir} already holds checkpoints: pass --resume latest to continue that run, "
+            "or choose a new --run-dir"
+        )
     if resume_path is not None:
         state = ckpt.load_checkpoint_file(resume_path)
         if state["config"] != config.to_dict() and info.is_main:
             diff = sorted(k for k in config.to_dict() if config.to_dict()[k] != state["config"].get(k))
-            logger.warning("resuming %s with a changed config (keys %s); the run will not be bitwise reproducible",
-                           resume_path, diff)
+            logger.warning(
+                "resuming %s with a changed config (keys %s); the run will not be bitwise reproducible",
+                resume_path,
+                diff,
+            )
 
     task.build(run_dir, info)
     model = task.model
@@ -354,7 +364,9 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
         model.load_state_dict(state["model"])
     if config.batchnorm == "sync" and info.enabled:
         if device.type != "cuda":  # torch's SyncBatchNorm runs on accelerators only
-            raise TrainConfigError("batchnorm: sync needs CUDA devices; on CPU use batchnorm: frozen (or train)")
+            raise TrainConfigError(
+                "batchnorm: sync needs CUDA devices; on CPU use batchnorm: frozen (or train)"
+            )
         model = task.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     optimizer = build_optimizer(model, config.optim)
@@ -374,8 +386,10 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
     del state
 
     if config.batch_size % (info.world_size * config.grad_accum):
-        raise TrainConfigError(f"batch_size {config.batch_size} must be divisible by processes x grad_accum "
-                               f"= {info.world_size * config.grad_accum}")
+        raise TrainConfigError(
+            f"batch_size {config.batch_size} must be divisible by processes x grad_accum "
+            f"= {info.world_size * config.grad_accum}"
+        )
     data_iter = iter(task.batches(step, info, device))
 
     task.train_module = model
@@ -390,8 +404,13 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
         task.write_run_files(run_dir)
         truncate_metrics(run_dir / "metrics.jsonl", step)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        logger.info("%s; %.2fM trainable parameters; %d processes; device %s", task.describe(total_steps),
-                    n_train / 1e6, info.world_size, device)
+        logger.info(
+            "%s; %.2fM trainable parameters; %d processes; device %s",
+            task.describe(total_steps),
+            n_train / 1e6,
+            info.world_size,
+            device,
+        )
     writer = MetricsWriter(run_dir, info.is_main)
     _train_mode(task, task.train_module)
     last: dict[str, Any] = {}
@@ -407,8 +426,16 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
         lr = schedule.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        step_loss, wait = optimizer_step(task.train_module, optimizer, scaler, data_iter, loss_of,
-                                         config.grad_accum, config.optim.grad_clip, info.enabled)
+        step_loss, wait = optimizer_step(
+            task.train_module,
+            optimizer,
+            scaler,
+            data_iter,
+            loss_of,
+            config.grad_accum,
+            config.optim.grad_clip,
+            info.enabled,
+        )
         step_loss = mean_across(step_loss, info)  # the global-batch loss (ranks hold equal-sized parts)
         wait_log += wait
         step += 1
@@ -418,13 +445,25 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
 
         if step % config.log_every == 0 or step == total_steps:
             elapsed = time.perf_counter() - t_log
-            record = {"step": step, "loss": step_loss, "lr": lr, **task.log_record(step),
-                      "samples_per_s": steps_log * config.batch_size / max(elapsed, 1e-9),
-                      "data_wait": wait_log / max(elapsed, 1e-9)}
+            record = {
+                "step": step,
+                "loss": step_loss,
+                "lr": lr,
+                **task.log_record(step),
+                "samples_per_s": steps_log * config.batch_size / max(elapsed, 1e-9),
+                "data_wait": wait_log / max(elapsed, 1e-9),
+            }
             writer.write(record)
             if info.is_main:
-                logger.info("step %d/%d loss %.4f lr %.2e %.1f samples/s data-wait %.0f%%", step, total_steps,
-                            step_loss, lr, record["samples_per_s"], 100 * record["data_wait"])
+                logger.info(
+                    "step %d/%d loss %.4f lr %.2e %.1f samples/s data-wait %.0f%%",
+                    step,
+                    total_steps,
+                    step_loss,
+                    lr,
+                    record["samples_per_s"],
+                    100 * record["data_wait"],
+                )
             last.update(record)
             t_log, wait_log, steps_log = time.perf_counter(), 0.0, 0
 
@@ -438,8 +477,12 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
                 _train_mode(task, task.train_module)
                 if metrics:
                     writer.write({"step": step, "train_loss_window": mean_loss, **metrics})
-                    logger.info("eval at step %d (%.1fs): %s", step, time.perf_counter() - t_eval,
-                                ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+                    logger.info(
+                        "eval at step %d (%.1fs): %s",
+                        step,
+                        time.perf_counter() - t_eval,
+                        ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()),
+                    )
                     last.update(metrics)
             barrier(info)
             t_log = time.perf_counter()
@@ -460,7 +503,9 @@ def _run(task: Task, run_dir: Path, resume: str | None, info: DistInfo) -> RunRe
                         "model_config": task.model_config(),
                         "version": openclap.__version__,
                     },
-                    run_dir / "checkpoints", step, config.keep_checkpoints,
+                    run_dir / "checkpoints",
+                    step,
+                    config.keep_checkpoints,
                 )
             barrier(info)
 

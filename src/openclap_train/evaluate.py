@@ -22,20 +22,26 @@ def prompt_label(label: str) -> str:
 
 
 @torch.inference_mode()
-def embed_waves(model: ClapModel, waves: list[np.ndarray], batch_size: int, device: torch.device) -> torch.Tensor:
+def embed_waves(
+    model: ClapModel, waves: list[np.ndarray], batch_size: int, device: torch.device
+) -> torch.Tensor:
     """(N, D) L2-normalised clip embeddings (window mean) of waveforms at the model's rate."""
     audio = model.config.audio
     hop = max(1, round(audio.hop_seconds * audio.sample_rate))
     windows, owners = [], []
     for i, wave in enumerate(waves):
-        w, _ = split_windows(torch.from_numpy(wave), audio.num_samples, hop, audio.pad_mode, audio.sample_rate)
+        w, _ = split_windows(
+            torch.from_numpy(wave), audio.num_samples, hop, audio.pad_mode, audio.sample_rate
+        )
         windows.append(w)
         owners.extend([i] * len(w))
     all_windows = torch.cat(windows)  # (W, N)
-    embeds = torch.cat([
-        model.encode_audio(all_windows[s : s + batch_size].to(device)).float().cpu()
-        for s in range(0, len(all_windows), batch_size)
-    ])  # (W, D)
+    embeds = torch.cat(
+        [
+            model.encode_audio(all_windows[s : s + batch_size].to(device)).float().cpu()
+            for s in range(0, len(all_windows), batch_size)
+        ]
+    )  # (W, D)
     sums = torch.zeros(len(waves), embeds.shape[1]).index_add_(0, torch.tensor(owners), embeds)
     return F.normalize(sums, dim=-1)
 
@@ -48,11 +54,15 @@ def embed_texts(
     out = []
     for s in range(0, len(texts), batch_size):
         tok = tokenizer(texts[s : s + batch_size])
-        out.append(model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device)).float().cpu())
+        out.append(
+            model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device)).float().cpu()
+        )
     return torch.cat(out)
 
 
-def retrieval_recall(audio: torch.Tensor, text: torch.Tensor, captions: list[str], ks=(1, 5)) -> dict[str, float]:
+def retrieval_recall(
+    audio: torch.Tensor, text: torch.Tensor, captions: list[str], ks=(1, 5)
+) -> dict[str, float]:
     """Text-to-audio recall@k: a query hits when an audio with the *same caption* ranks in its top k.
 
     Captions in these sets come from templates, so several clips share a caption; those clips are

@@ -36,9 +36,16 @@ def plot_curve(run_dir: Path, out: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (batch)")
     if val:
-        ax1.plot([r["step"] for r in val], [r["train_loss_window"] for r in val], "o-", label="train loss (window mean)")
+        ax1.plot(
+            [r["step"] for r in val],
+            [r["train_loss_window"] for r in val],
+            "o-",
+            label="train loss (window mean)",
+        )
         for key in sorted({k for r in val for k in r if k.startswith("val/")}):
-            ax2.plot([r["step"] for r in val if key in r], [r[key] for r in val if key in r], "o-", label=key[4:])
+            ax2.plot(
+                [r["step"] for r in val if key in r], [r[key] for r in val if key in r], "o-", label=key[4:]
+            )
     ax1.set_xlabel("step")
     ax1.set_ylabel("symmetric InfoNCE")
     ax1.legend()
@@ -53,7 +60,9 @@ def plot_curve(run_dir: Path, out: Path) -> Path:
     return out
 
 
-def evaluate_test_sets(final_dir: Path, sets: dict[str, str], split: str | None, templates: list[str]) -> dict:
+def evaluate_test_sets(
+    final_dir: Path, sets: dict[str, str], split: str | None, templates: list[str]
+) -> dict:
     """Zero-shot accuracy (per template) and text-to-audio R@1/R@5 per set, with ``openclap.load``."""
     import openclap
 
@@ -78,9 +87,13 @@ def evaluate_test_sets(final_dir: Path, sets: dict[str, str], split: str | None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m openclap_train.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m openclap_train.report", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--test", nargs="*", default=[], metavar="NAME=MANIFEST", help="test manifests to evaluate")
+    parser.add_argument(
+        "--test", nargs="*", default=[], metavar="NAME=MANIFEST", help="test manifests to evaluate"
+    )
     parser.add_argument("--split", default="test", help="split column value to evaluate (default: test)")
     parser.add_argument("--template", action="append", default=None, help="zero-shot prompt(s) with {}")
     args = parser.parse_args(argv)

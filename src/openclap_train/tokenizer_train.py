@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 EOS = "<|endoftext|>"  # GPT-2's only special token; also the pad token of trained tokenizers
 
 
-def train_bpe(captions: Iterable[str], out_dir: str | Path, vocab_size: int = 2000, min_frequency: int = 2) -> Path:
+def train_bpe(
+    captions: Iterable[str], out_dir: str | Path, vocab_size: int = 2000, min_frequency: int = 2
+) -> Path:
     """Train byte-level BPE (GPT-2's pre-tokenisation, no prefix space) and write ``tokenizer.json`` +
     ``tokenizer_config.json`` to ``out_dir``; ``TextTokenizer(cfg, out_dir)`` loads it.
 
@@ -43,8 +45,16 @@ def train_bpe(captions: Iterable[str], out_dir: str | Path, vocab_size: int = 20
     tmp = out / "tokenizer.json.tmp"
     tmp.write_text(tok.to_str(pretty=True), encoding="utf-8")
     tmp.replace(out / "tokenizer.json")
-    meta = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": EOS, "eos_token": EOS,
-            "bos_token": EOS, "unk_token": EOS, "openclap_encoder": "gpt2"}
+    meta = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "pad_token": EOS,
+        "eos_token": EOS,
+        "bos_token": EOS,
+        "unk_token": EOS,
+        "openclap_encoder": "gpt2",
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    logger.info("trained a byte-level BPE with %d tokens on %d captions -> %s", tok.get_vocab_size(), len(texts), out)
+    logger.info(
+        "trained a byte-level BPE with %d tokens on %d captions -> %s", tok.get_vocab_size(), len(texts), out
+    )
     return out

@@ -77,8 +77,10 @@ TrainResult = RunResult  # the name callers of train() know
 
 def _captions(config: TrainConfig) -> list[str]:
     if any(s.is_shards for s in config.train_manifest):
-        raise TrainConfigError("tokenizer: train needs CSV/JSONL train manifests (captions of shards are not scanned); "
-                               "train it once with `openclap tokenizer train` and pass the directory")
+        raise TrainConfigError(
+            "tokenizer: train needs CSV/JSONL train manifests (captions of shards are not scanned); "
+            "train it once with `openclap tokenizer train` and pass the directory"
+        )
     samples = [s for spec in config.train_manifest for s in read_manifest(spec)]
     # every caption the text tower can see: the rows' own (pools draw from these) and their extra captions
     return [s.caption for s in samples] + [c for s in samples for c in s.extras]
@@ -127,11 +129,11 @@ def prepare_model(config: TrainConfig, run_dir: Path, info: DistInfo) -> tuple[C
         model.text_encoder.load_transformer_weights(config.init_text)
         logger.info("text tower initialised from %s", config.init_text)
     if model.text_encoder.max_positions < model_config.text.max_length:
-        raise TrainConfigError(f"text max_length {model_config.text.max_length} exceeds the text tower's "
-                               f"{model.text_encoder.max_positions} positions")
+        raise TrainConfigError(
+            f"text max_length {model_config.text.max_length} exceeds the text tower's "
+            f"{model.text_encoder.max_positions} positions"
+        )
     return model, tokenizer
-
-
 
 
 class ClapTask(Task):
@@ -153,17 +155,26 @@ class ClapTask(Task):
         if config.freeze_text:
             self.model.text_encoder.requires_grad_(False)
         self.loss_fn = ClipLoss(info.rank, info.world_size)
-        self.eval_sets = [load_eval_set(spec, self.model.config.audio.sample_rate) for spec in config.val_manifest] \
-            if info.is_main else []
+        self.eval_sets = (
+            [load_eval_set(spec, self.model.config.audio.sample_rate) for spec in config.val_manifest]
+            if info.is_main
+            else []
+        )
 
     def total_steps(self, info: DistInfo) -> int:
         config = self.config
         if all(s.is_shards for s in config.train_manifest):
-            if config.positives != "index" or any(s.uses_caption_extras or s.repeat > 1 for s in config.train_manifest):
-                raise TrainConfigError("positives: label, caption_pool, extra_captions and repeat need CSV/JSONL "
-                                       "manifests (shards carry no label columns); remove them or use manifests")
+            if config.positives != "index" or any(
+                s.uses_caption_extras or s.repeat > 1 for s in config.train_manifest
+            ):
+                raise TrainConfigError(
+                    "positives: label, caption_pool, extra_captions and repeat need CSV/JSONL "
+                    "manifests (shards carry no label columns); remove them or use manifests"
+                )
             if config.max_steps is None:
-                raise TrainConfigError("WebDataset shards need max_steps (the stream has no fixed epoch length)")
+                raise TrainConfigError(
+                    "WebDataset shards need max_steps (the stream has no fixed epoch length)"
+                )
             self.samples, self.steps_per_epoch = None, None
             return config.max_steps
         if any(s.is_shards for s in config.train_manifest):
@@ -171,7 +182,9 @@ class ClapTask(Task):
         self.samples = [s for spec in config.train_manifest for s in read_manifest(spec)]
         self.steps_per_epoch = len(self.samples) // config.batch_size
         if self.steps_per_epoch == 0:
-            raise TrainConfigError(f"{len(self.samples)} training samples are fewer than batch_size {config.batch_size}")
+            raise TrainConfigError(
+                f"{len(self.samples)} training samples are fewer than batch_size {config.batch_size}"
+            )
         return config.max_steps if config.max_steps is not None else config.epochs * self.steps_per_epoch  # type: ignore[operator]
 
     def batches(self, start_step: int, info: DistInfo, device: torch.device) -> Iterator[dict[str, Any]]:
@@ -179,13 +192,30 @@ class ClapTask(Task):
         if self.samples is None:
             micro = config.batch_size // (info.world_size * config.grad_accum)
             urls = [u for spec in config.train_manifest for u in expand_shards(spec.path)]
-            stream = ShardStream(urls, audio, self.tokenizer, micro, config.seed, info.rank, info.world_size,
-                                 config.num_workers, skip_batches=start_step * config.grad_accum,
-                                 shuffle_buffer=config.shuffle_buffer, augment=config.augment)
+            stream = ShardStream(
+                urls,
+                audio,
+                self.tokenizer,
+                micro,
+                config.seed,
+                info.rank,
+                info.world_size,
+                config.num_workers,
+                skip_batches=start_step * config.grad_accum,
+                shuffle_buffer=config.shuffle_buffer,
+                augment=config.augment,
+            )
             return iter(shard_loader(stream, config.num_workers))
         dataset = ManifestDataset(self.samples, audio, config.seed, config.augment, config.cache_audio)
-        sampler = EpochBatchSampler(len(self.samples), config.batch_size, config.seed, info.rank, info.world_size,
-                                    config.grad_accum, start_step=start_step)
+        sampler = EpochBatchSampler(
+            len(self.samples),
+            config.batch_size,
+            config.seed,
+            info.rank,
+            info.world_size,
+            config.grad_accum,
+            start_step=start_step,
+        )
         return iter(manifest_loader(dataset, sampler, self.tokenizer, config.num_workers))
 
     def training_forward(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -197,7 +227,9 @@ class ClapTask(Task):
             batch["attention_mask"].to(device, non_blocking=True),
         )
         labels = positive_labels(batch, device) if self.config.positives == "label" else None
-        return {"contrastive": self.loss_fn(out.audio_embeds, out.text_embeds, self.model.logit_scale, labels)}
+        return {
+            "contrastive": self.loss_fn(out.audio_embeds, out.text_embeds, self.model.logit_scale, labels)
+        }
 
     def train_mode(self, model: nn.Module) -> None:
         if self.config.freeze_audio:  # frozen towers stay in eval mode (no dropout)
@@ -208,24 +240,34 @@ class ClapTask(Task):
     def evaluate(self, device: torch.device) -> dict[str, float]:
         if not self.eval_sets:
             return {}
-        return evaluate(self.model, self.tokenizer, self.eval_sets, self.config.zeroshot_template,
-                        self.config.eval_batch_size, device)
+        return evaluate(
+            self.model,
+            self.tokenizer,
+            self.eval_sets,
+            self.config.zeroshot_template,
+            self.config.eval_batch_size,
+            device,
+        )
 
     def log_record(self, step: int) -> dict[str, Any]:
         per_epoch = self.steps_per_epoch
-        return {"epoch": (step - 1) // per_epoch if per_epoch else None,
-                "logit_scale": float(self.model.scale().detach())}
+        return {
+            "epoch": (step - 1) // per_epoch if per_epoch else None,
+            "logit_scale": float(self.model.scale().detach()),
+        }
 
     def checkpoint_extra(self, step: int) -> dict[str, Any]:
         per_epoch = self.steps_per_epoch
-        return {"epoch": step // per_epoch if per_epoch else None,
-                "step_in_epoch": step % per_epoch if per_epoch else None}
+        return {
+            "epoch": step // per_epoch if per_epoch else None,
+            "step_in_epoch": step % per_epoch if per_epoch else None,
+        }
 
     def model_config(self) -> dict[str, Any]:
         return self.model.config.to_dict()
 
     def describe(self, total_steps: int) -> str:
-        return (f"model {self.model.config.name}: {total_steps} steps ({self.steps_per_epoch} per epoch)")
+        return f"model {self.model.config.name}: {total_steps} steps ({self.steps_per_epoch} per epoch)"
 
     def export(self, final_dir: Path, last: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         export = copy.deepcopy(self.model).cpu()
@@ -267,8 +309,11 @@ def setup_logging() -> None:
     import os
 
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

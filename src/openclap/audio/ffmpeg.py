@@ -107,7 +107,9 @@ class FFmpegFile:
             # Only local files: FFmpeg never opens a network address on openclap's behalf.
             options = {"protocol_whitelist": "file"} if self._path is not None else {}
             self._container = av.open(
-                self._path if self._path is not None else source, mode="r", options=options,
+                self._path if self._path is not None else source,
+                mode="r",
+                options=options,
                 metadata_errors="ignore",
             )
         except av.error.InvalidDataError as exc:
@@ -353,7 +355,9 @@ def encode_file(
             frame.sample_rate, frame.time_base = sample_rate, Fraction(1, sample_rate)
             frame.pts = round(start_seconds * sample_rate)
             resampler = av.AudioResampler(
-                format=s.format.name, layout=layout, rate=s.codec_context.sample_rate,
+                format=s.format.name,
+                layout=layout,
+                rate=s.codec_context.sample_rate,
                 frame_size=s.codec_context.frame_size or None,
             )
             for chunk in resampler.resample(frame) + resampler.resample(None):

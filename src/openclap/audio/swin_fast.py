@@ -117,7 +117,12 @@ def _inverse(rows: Tensor) -> Tensor:
 
 
 def attention(
-    attn: WindowAttention, x: Tensor, batch: int, mask: Tensor | None, plain: int, residual: Tensor | None = None
+    attn: WindowAttention,
+    x: Tensor,
+    batch: int,
+    mask: Tensor | None,
+    plain: int,
+    residual: Tensor | None = None,
 ) -> Tensor:
     """Attention inside each window of a window-major stream (plus ``residual`` when given).
 
@@ -135,12 +140,16 @@ def attention(
     parts = []
     if split > 0:
         m = bias.unsqueeze(0).to(q.dtype)  # (1, nH, N, N)
-        parts.append(F.scaled_dot_product_attention(q[:split], k[:split], v[:split], attn_mask=m, dropout_p=p))
+        parts.append(
+            F.scaled_dot_product_attention(q[:split], k[:split], v[:split], attn_mask=m, dropout_p=p)
+        )
     if split < BW:
         assert mask is not None
         m = bias + mask[plain:].unsqueeze(1).to(bias.dtype)  # (nb, nH, N, N)
         m = m.unsqueeze(1).expand(-1, batch, -1, -1, -1).reshape(-1, nH, N, N).to(q.dtype)
-        parts.append(F.scaled_dot_product_attention(q[split:], k[split:], v[split:], attn_mask=m, dropout_p=p))
+        parts.append(
+            F.scaled_dot_product_attention(q[split:], k[split:], v[split:], attn_mask=m, dropout_p=p)
+        )
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     y = y.transpose(1, 2).reshape(BW, N, C)  # (nW*B, N, C)
     if residual is not None and _fused(y, attn, attn.proj):
@@ -152,7 +161,11 @@ def attention(
 def _mlp(block: SwinBlock, x: Tensor, residual: Tensor | None = None) -> Tensor:
     """The block's MLP on ``x`` (plus ``residual`` when given)."""
     mlp = block.mlp
-    if _fused(x, mlp, mlp.fc1, mlp.fc2) and isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "none":
+    if (
+        _fused(x, mlp, mlp.fc1, mlp.fc2)
+        and isinstance(mlp.act, torch.nn.GELU)
+        and mlp.act.approximate == "none"
+    ):
         h = torch.ops.mkldnn._linear_pointwise(x, mlp.fc1.weight, mlp.fc1.bias, "gelu", [], "none")
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(h, residual, mlp.fc2.weight, mlp.fc2.bias, "add")

@@ -49,7 +49,9 @@ def quantize_int8(
             for name, module in model.named_modules()
             if type(module) is nn.Linear and not any(re.search(k, name) for k in keep)
         }
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8
+        )
     quantized.openclap_fingerprint = fingerprint
     logger.info("int8: %d Linear layers quantized, kept fp32: %s", len(spec), keep)
     return quantized

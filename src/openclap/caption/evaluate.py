@@ -85,7 +85,12 @@ def evaluate_captioning(
         raise ValueError("no items to evaluate")
     paths = [str(p) for p, _ in items]
     results = captioner.caption(
-        paths, generation=generation, windows=False, batch_size=batch_size, progress=progress, on_error="skip",
+        paths,
+        generation=generation,
+        windows=False,
+        batch_size=batch_size,
+        progress=progress,
+        on_error="skip",
         reranker=reranker,
     )
     keep = [i for i, r in enumerate(results) if r.ok]
@@ -128,6 +133,7 @@ def add_captioning_parser(eval_subparsers: argparse._SubParsersAction) -> argpar
     """Register ``openclap eval captioning`` under ``openclap eval``'s subparsers."""
     from openclap.cli import add_progress_argument  # light: argparse only
     from openclap.commands.caption import add_decoding_arguments
+
     p = eval_subparsers.add_parser(
         "captioning",
         help="caption a test set and score it (BLEU-1..4, ROUGE-L, CIDEr-D)",

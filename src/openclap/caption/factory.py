@@ -85,8 +85,12 @@ def load_caption_weights(model: CaptionModel, state_dict: dict[str, torch.Tensor
         and not torch.equal(given[TIED_KEY], given[TIED_SOURCE])
     ):
         raise CheckpointError(f"{source}: {TIED_KEY} differs from {TIED_SOURCE}, but the decoder ties them")
-    check_state_dict(own, given, f"{source} does not fit caption model {model.config.name!r}",
-                     "Pass the caption preset the checkpoint was made for.")
+    check_state_dict(
+        own,
+        given,
+        f"{source} does not fit caption model {model.config.name!r}",
+        "Pass the caption preset the checkpoint was made for.",
+    )
     model.load_state_dict(given, strict=True)
 
 

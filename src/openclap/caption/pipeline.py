@@ -136,7 +136,9 @@ class CaptionPipeline:
     """A caption model with its tokenizer: ``caption(files)`` and ``caption_embeddings(embeds)``; both take
     an optional ``reranker`` (``openclap.caption.rerank.Reranker``, e.g. ``ClapReranker``)."""
 
-    def __init__(self, model: CaptionModel, tokenizer: CaptionTokenizer, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: CaptionModel, tokenizer: CaptionTokenizer, device: str | torch.device = "cpu"
+    ) -> None:
         if tokenizer.vocab_size > model.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but the decoder only {model.vocab_size}; "

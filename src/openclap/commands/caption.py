@@ -138,8 +138,10 @@ def reranker_from_args(args: argparse.Namespace) -> ClapReranker | None:
         raise UsageError(f"--rerank-lm-weight must be >= 0, got {args.rerank_lm_weight}")
     source = args.rerank_model or bundled_clap(args.model)
     if source is None:
-        raise UsageError(f"--rerank clap needs the captioner's CLAP model: {args.model} has no clap/ folder; "
-                         "pass --rerank-model CLAP_DIR")
+        raise UsageError(
+            f"--rerank clap needs the captioner's CLAP model: {args.model} has no clap/ folder; "
+            "pass --rerank-model CLAP_DIR"
+        )
     return ClapReranker.load(source, device=args.device, lm_weight=args.rerank_lm_weight)
 
 

@@ -24,7 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Score each audio file against prompts built from the labels; folders are searched recursively.",
     )
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="audio files and/or folders")
-    parser.add_argument("--labels", nargs="+", required=True, help="candidate labels, e.g. dog rain 'church bells'")
+    parser.add_argument(
+        "--labels", nargs="+", required=True, help="candidate labels, e.g. dog rain 'church bells'"
+    )
     parser.add_argument(
         "--template",
         default=None,
@@ -51,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise UsageError(f"no files found in {args.inputs}")
     model = openclap.load(
-        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
-        dtype=args.dtype, compile=args.compile,
+        args.model,
+        checkpoint=args.checkpoint,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
     )
     results = model.classify(
         files,
@@ -73,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"path": r.source, "error": r.error}))
             continue
         if args.json:
-            print(json.dumps({"path": r.source, "labels": r.labels, "scores": [round(s, 6) for s in r.scores]}))
+            print(
+                json.dumps({"path": r.source, "labels": r.labels, "scores": [round(s, 6) for s in r.scores]})
+            )
         else:
             best = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores))
             print(f"{r.source}\t{best}")

@@ -21,13 +21,29 @@ TEMPLATE = "the sound of {}"
 # labels read as words. ESC-10 uses underscores in class names; prompts use the spoken form.
 LABEL_SETS: dict[str, list[str]] = {
     "esc10": [
-        "dog", "rain", "sea waves", "crying baby", "clock tick",
-        "sneezing", "helicopter", "chainsaw", "rooster", "crackling fire",
+        "dog",
+        "rain",
+        "sea waves",
+        "crying baby",
+        "clock tick",
+        "sneezing",
+        "helicopter",
+        "chainsaw",
+        "rooster",
+        "crackling fire",
     ],
     "fsdd": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
     "instruments": [
-        "acoustic grand piano", "violin", "timpani", "trumpet", "piccolo",
-        "cello", "flute", "clarinet", "snare drum", "church organ",
+        "acoustic grand piano",
+        "violin",
+        "timpani",
+        "trumpet",
+        "piccolo",
+        "cello",
+        "flute",
+        "clarinet",
+        "snare drum",
+        "church organ",
     ],
 }
 QUERIES = [
@@ -72,7 +88,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="openclap-demo", help="output folder (default: ./openclap-demo)")
-    parser.add_argument("--corpus", default=None, help="a folder with manifest.csv (default: the bundled corpus)")
+    parser.add_argument(
+        "--corpus", default=None, help="a folder with manifest.csv (default: the bundled corpus)"
+    )
     add_model_arguments(parser, default_model=DEFAULT_MODEL)
     parser.set_defaults(func=run)
 
@@ -95,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = openclap.load(args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device)
+    model = openclap.load(
+        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+    )
     templates = _model_templates(args.model)
     report = [f"# openclap demo\n\nModel: `{args.model}` — {len(clips)} clips from `{folder}`.\n"]
     print(f"openclap demo: model {args.model}, {len(clips)} clips")
@@ -115,7 +135,16 @@ def run(args: argparse.Namespace) -> int:
             best = int(np.argmax(row))
             ok = labels[best] == clips[i].label
             correct += ok
-            rows.append([clips[i].path.name, dataset, clips[i].label, labels[best], f"{row[best]:.3f}", "yes" if ok else "no"])
+            rows.append(
+                [
+                    clips[i].path.name,
+                    dataset,
+                    clips[i].label,
+                    labels[best],
+                    f"{row[best]:.3f}",
+                    "yes" if ok else "no",
+                ]
+            )
     lines = _table(rows, ["clip", "set", "true label", "predicted", "cosine", "right"])
     used = ", ".join(f"{d}: '{templates.get(d, TEMPLATE)}'" for d in LABEL_SETS)
     summary = f"zero-shot: {correct} of {len(rows)} right (prompts: {used})"
@@ -134,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
     heatmap = out / "similarity.png"
     captions = model.embed_text([c.caption for c in clips])
-    _write_heatmap(model.similarity(audio, captions), [c.path.stem for c in clips], [c.caption for c in clips], heatmap)
+    _write_heatmap(
+        model.similarity(audio, captions), [c.path.stem for c in clips], [c.caption for c in clips], heatmap
+    )
     report.append(f"\n## Audio-caption similarity\n\n![similarity]({heatmap.name})\n")
     elapsed = time.perf_counter() - start
     report.append(f"Finished in {elapsed:.1f} s.\n")

@@ -77,7 +77,10 @@ def print_failures(command: str, report) -> None:
     from openclap.audio.io import is_not_audio
 
     for _, reason in report.errors:
-        print(f"openclap {command}: {'skipped' if is_not_audio(reason) else 'failed'}: {reason}", file=sys.stderr)
+        print(
+            f"openclap {command}: {'skipped' if is_not_audio(reason) else 'failed'}: {reason}",
+            file=sys.stderr,
+        )
 
 
 def exit_code(report) -> int:
@@ -132,8 +135,12 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and (args.dtype != "float32" or args.compile):
         raise UsageError("--int8 is its own CPU speed path; use it without --dtype/--compile, or drop --int8")
     pipeline = openclap.load(
-        args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
-        dtype=args.dtype, compile=args.compile,
+        args.model,
+        checkpoint=args.checkpoint,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
     )
     if args.int8:
         if pipeline.device.type != "cpu":

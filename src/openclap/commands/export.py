@@ -15,9 +15,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     onnx.add_argument("model", metavar="MODEL_OR_DIR", help="preset name or model directory")
     onnx.add_argument("--out", required=True, help="output directory")
-    onnx.add_argument("--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)")
+    onnx.add_argument(
+        "--checkpoint", default=None, help="weights file for the preset (msclap .pth, LAION .pt, safetensors)"
+    )
     onnx.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
-    onnx.add_argument("--random-weights", action="store_true", help="seeded random weights (testing the export)")
+    onnx.add_argument(
+        "--random-weights", action="store_true", help="seeded random weights (testing the export)"
+    )
     parser.set_defaults(func=run)
 
 

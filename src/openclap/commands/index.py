@@ -138,8 +138,12 @@ def run(args: argparse.Namespace) -> int:
         from openclap.commands.embed import model_reference
 
         pipeline = openclap.load(
-            args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device,
-            dtype=args.dtype, compile=args.compile,
+            args.model,
+            checkpoint=args.checkpoint,
+            tokenizer=args.tokenizer,
+            device=args.device,
+            dtype=args.dtype,
+            compile=args.compile,
         )
         options = EmbedOptions(
             pool=args.pool,

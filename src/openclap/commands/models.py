@@ -8,7 +8,9 @@ import json
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `openclap models`."""
-    parser = subparsers.add_parser("models", help="list the named models: bundled, published weights, random-init presets")
+    parser = subparsers.add_parser(
+        "models", help="list the named models: bundled, published weights, random-init presets"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'name':<34} {'kind':<8} {'audio':<6} {'text':<8} {'rate':>6} {'clip s':>6} {'dim':>5}  weights"
+    header = (
+        f"{'name':<34} {'kind':<8} {'audio':<6} {'text':<8} {'rate':>6} {'clip s':>6} {'dim':>5}  weights"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:

@@ -82,7 +82,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="most frames x channels an upload's header may announce (default 57,600,000: 600 s of 48 kHz stereo)",
     )
     parser.add_argument(
-        "--max-batch", type=_positive(int), default=16, help="requests batched into one model call (default 16)"
+        "--max-batch",
+        type=_positive(int),
+        default=16,
+        help="requests batched into one model call (default 16)",
     )
     parser.add_argument(
         "--batch-wait-ms",
@@ -167,7 +170,10 @@ def load_served(args: argparse.Namespace) -> tuple[object, object]:
         pipeline = load_pipeline_for(index, args.model, args.checkpoint, args.tokenizer, args.device)
     else:
         pipeline = openclap.load(
-            args.model or "openclap-mini", checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
+            args.model or "openclap-mini",
+            checkpoint=args.checkpoint,
+            tokenizer=args.tokenizer,
+            device=args.device,
         )
     pipeline.configure(dtype=args.dtype, compile=args.compile)
     return index, pipeline

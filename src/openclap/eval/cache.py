@@ -216,8 +216,12 @@ def embed_dataset(
     what = what or dataset.name
     if embedded is None:
         embedded = embed_files(
-            pipeline, [item.path for item in dataset.items], cache=cache, batch_size=batch_size,
-            progress=progress, what=what,
+            pipeline,
+            [item.path for item in dataset.items],
+            cache=cache,
+            batch_size=batch_size,
+            progress=progress,
+            what=what,
         )
     if len(embedded.ok) == 0:
         raise ValueError(

@@ -238,7 +238,11 @@ def linear_probe(
         if test_dataset.classes != dataset.classes:
             raise ValueError(f"train and test splits of {dataset.name} have different class lists")
         test = embed_dataset(
-            pipeline, test_dataset, cache=cache, batch_size=batch_size, progress=progress,
+            pipeline,
+            test_dataset,
+            cache=cache,
+            batch_size=batch_size,
+            progress=progress,
             what=f"{test_dataset.name} ({test_dataset.split})",
         )
         params = train_logistic(train.embeddings, y_train, num_classes, dataset.task == MULTI_LABEL, config)

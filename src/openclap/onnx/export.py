@@ -124,7 +124,9 @@ def preprocessing_description(pipeline: Any) -> dict[str, Any]:
     }
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], dynamic: dict) -> None:
+def _export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], dynamic: dict
+) -> None:
     torch.onnx.export(
         module,
         args,
@@ -141,7 +143,9 @@ def export_onnx(pipeline: Any, out_dir: str | os.PathLike) -> Path:
     """Write the ONNX files of a ``ClapPipeline`` (fp32, CPU) into ``out_dir``; returns the directory."""
     model = pipeline.model
     if not isinstance(model, ClapModel):
-        raise TypeError(f"export needs a float ClapModel pipeline, got {type(model).__name__} (int8 copies cannot be exported)")
+        raise TypeError(
+            f"export needs a float ClapModel pipeline, got {type(model).__name__} (int8 copies cannot be exported)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -153,7 +157,9 @@ def export_onnx(pipeline: Any, out_dir: str | os.PathLike) -> Path:
     try:
         frames, mels = desc["audio"]["num_frames"], desc["audio"]["frontend"]["n_mels"]
         with torch.no_grad():
-            _export(audio, (torch.zeros(2, frames, mels),), out / AUDIO_FILE, ["logmel"], {"logmel": {0: "batch"}})
+            _export(
+                audio, (torch.zeros(2, frames, mels),), out / AUDIO_FILE, ["logmel"], {"logmel": {0: "batch"}}
+            )
     finally:
         if fast is not None:
             model.audio_encoder.set_fast_path(fast)

@@ -86,7 +86,9 @@ class LogMel:
         x = wave.astype(np.float64)  # (B, S)
         if self.center:
             x = np.pad(x, ((0, 0), (self.n_fft // 2, self.n_fft // 2)), mode=self.pad_mode)
-        frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft, axis=-1)[:, :: self.hop]  # (B, T, n_fft)
+        frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft, axis=-1)[
+            :, :: self.hop
+        ]  # (B, T, n_fft)
         spec = np.fft.rfft(frames * self.window, axis=-1)  # (B, T, F)
         power = spec.real**2 + spec.imag**2
         db = 10.0 * np.log10(np.maximum(power @ self.filterbank, self.amin))  # (B, T, M)
@@ -133,9 +135,7 @@ class OnnxClap:
         self.hop_seconds = float(audio["hop_seconds"])
         self.pad_mode = str(audio["pad_mode"])
         self.logit_scale = float(self.pre["logit_scale"])
-        self.logmel = LogMel(
-            audio["frontend"], np.load(root / WINDOW_FILE), np.load(root / FILTERBANK_FILE)
-        )
+        self.logmel = LogMel(audio["frontend"], np.load(root / WINDOW_FILE), np.load(root / FILTERBANK_FILE))
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
@@ -157,7 +157,9 @@ class OnnxClap:
             return load_audio(wave, self.sample_rate, source_rate=rate)
         if isinstance(item, np.ndarray):
             if sample_rate is None:
-                raise ValueError(f"input {index} is an array: pass sample_rate=, or give (array, rate) tuples")
+                raise ValueError(
+                    f"input {index} is an array: pass sample_rate=, or give (array, rate) tuples"
+                )
             return load_audio(item, self.sample_rate, source_rate=sample_rate)
         return load_audio(item, self.sample_rate)
 
@@ -213,6 +215,8 @@ class OnnxClap:
         return np.asarray(audio_embeds, np.float32) @ np.asarray(text_embeds, np.float32).T
 
 
-def load(directory: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None) -> OnnxClap:
+def load(
+    directory: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None
+) -> OnnxClap:
     """Open an ONNX export directory (``openclap export onnx``) for inference without PyTorch."""
     return OnnxClap(directory, threads=threads, providers=providers)

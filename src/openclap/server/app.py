@@ -114,7 +114,9 @@ class ServerSettings:
         if self.min_sample_rate > self.max_sample_rate:
             raise ValueError("ServerSettings.min_sample_rate must not exceed max_sample_rate")
         if self.token is not None and not self.token.strip():
-            raise ValueError("ServerSettings.token is empty: give a real token, or None for no authentication")
+            raise ValueError(
+                "ServerSettings.token is empty: give a real token, or None for no authentication"
+            )
 
     @property
     def decode_budget(self) -> DecodeBudget:
@@ -268,11 +270,14 @@ async def read_upload(state: ServiceState, file: UploadFile) -> np.ndarray:
                 size += len(chunk)
                 if size > state.settings.max_upload_bytes:
                     raise HTTPException(
-                        413, f"upload {name!r} is larger than the {state.settings.max_upload_bytes} byte limit"
+                        413,
+                        f"upload {name!r} is larger than the {state.settings.max_upload_bytes} byte limit",
                     )
                 out.write(chunk)
         if size == 0:
-            raise HTTPException(422, f"upload {name!r} is empty; send the audio file in the 'file' form field")
+            raise HTTPException(
+                422, f"upload {name!r} is empty; send the audio file in the 'file' form field"
+            )
         try:
             wave = await run_in_threadpool(decode_upload, tmp, state)
         except AudioLoadError as exc:
@@ -320,7 +325,9 @@ class _TokenBackend(AuthenticationBackend):
         now = time.time()
         if not now < int(exp) <= now + self.settings.audio_url_ttl + 60:
             return False
-        return hmac.compare_digest(sig.encode(), sign_audio(self.settings.token or "", int(row), int(exp)).encode())
+        return hmac.compare_digest(
+            sig.encode(), sign_audio(self.settings.token or "", int(row), int(exp)).encode()
+        )
 
 
 def _unauthorized(_conn, exc: Exception) -> JSONResponse:
@@ -433,7 +440,9 @@ def create_app(pipeline, index=None, settings: ServerSettings | None = None) -> 
     async def embed_text(body: TextsBody) -> dict:
         texts = [body.texts] if isinstance(body.texts, str) else body.texts
         if not texts:
-            raise HTTPException(422, 'send {"texts": ["a dog barking", ...]} with at least one non-empty string')
+            raise HTTPException(
+                422, 'send {"texts": ["a dog barking", ...]} with at least one non-empty string'
+            )
         if len(texts) > s.max_texts:
             raise HTTPException(413, f"{len(texts)} texts in one request, over the limit of {s.max_texts}")
         check_texts(texts, "text", s)
@@ -468,11 +477,15 @@ def create_app(pipeline, index=None, settings: ServerSettings | None = None) -> 
             dup = next(n for i, n in enumerate(names) if n in names[:i])
             raise HTTPException(422, f"labels must be unique; {_short(dup)} appears more than once")
         if len(template) > s.max_template_chars:
-            raise HTTPException(413, f"template has {len(template)} characters, over the limit of {s.max_template_chars}")
+            raise HTTPException(
+                413, f"template has {len(template)} characters, over the limit of {s.max_template_chars}"
+            )
         check_texts([template], "template", s)
         for i, n in enumerate(names):
             if len(n) > s.max_label_chars:
-                raise HTTPException(413, f"label {i} has {len(n)} characters, over the limit of {s.max_label_chars}")
+                raise HTTPException(
+                    413, f"label {i} has {len(n)} characters, over the limit of {s.max_label_chars}"
+                )
         check_texts(names, "label", s)
         try:
             prompts = [fill_template(template, n) for n in names]
@@ -537,7 +550,10 @@ def create_app(pipeline, index=None, settings: ServerSettings | None = None) -> 
 
     @app.post("/search/audio", dependencies=[allow_query("top_k", "k")], **upload)
     async def search_audio(
-        response: Response, file: Annotated[UploadFile, File()], top_k: int | None = None, k: int | None = None
+        response: Response,
+        file: Annotated[UploadFile, File()],
+        top_k: int | None = None,
+        k: int | None = None,
     ) -> dict:
         idx = need_index()
         n = resolve_top_k(response, top_k, k)

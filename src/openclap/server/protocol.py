@@ -61,7 +61,9 @@ class ReadTimeoutH11Protocol(H11Protocol):
         waiting_for_headers = cycle is armed_cycle
         waiting_for_body = cycle is not None and cycle.more_body and not cycle.response_complete
         if (waiting_for_headers or waiting_for_body) and not self.transport.is_closing():
-            self.logger.info("closing a connection whose request did not arrive within %g s", self.read_timeout)
+            self.logger.info(
+                "closing a connection whose request did not arrive within %g s", self.read_timeout
+            )
             self.transport.close()
 
 

@@ -23,12 +23,16 @@ from openclap.eval.datasets import DATASETS, MULTI_LABEL, RETRIEVAL, load_datase
 MANIFEST_COLUMNS = ("path", "label", "fold", "split", "key")
 
 
-def adapter_manifest(name: str, root: str | os.PathLike, out: str | os.PathLike, split: str | None = None) -> int:
+def adapter_manifest(
+    name: str, root: str | os.PathLike, out: str | os.PathLike, split: str | None = None
+) -> int:
     """Write dataset ``name`` (read from ``root`` by its adapter) as a task manifest; returns the row count."""
     dataset = load_dataset(name, root, split)
     if dataset.task == RETRIEVAL:
-        raise ValueError(f"{name} is a captioning dataset: it has no class labels to pretrain a head on "
-                         "(use it as CLAP training data instead)")
+        raise ValueError(
+            f"{name} is a captioning dataset: it has no class labels to pretrain a head on "
+            "(use it as CLAP training data instead)"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sep = ";"
@@ -40,21 +44,25 @@ def adapter_manifest(name: str, root: str | os.PathLike, out: str | os.PathLike,
         writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         for item in dataset.items:
-            writer.writerow({
-                "path": str(Path(item.path).resolve()),
-                "label": sep.join(dataset.classes[i] for i in item.labels),
-                "fold": item.fold or "",
-                "split": dataset.split or item.fold or "",
-                "key": item.key,
-            })
+            writer.writerow(
+                {
+                    "path": str(Path(item.path).resolve()),
+                    "label": sep.join(dataset.classes[i] for i in item.labels),
+                    "fold": item.fold or "",
+                    "split": dataset.split or item.fold or "",
+                    "key": item.key,
+                }
+            )
     tmp.replace(out)
     return len(dataset.items)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m openclap_train.multitask.adapters NAME ROOT --out CSV [--split S]``."""
-    parser = argparse.ArgumentParser(prog="python -m openclap_train.multitask.adapters",
-                                     description="Write a dataset read by an evaluation adapter as a task manifest.")
+    parser = argparse.ArgumentParser(
+        prog="python -m openclap_train.multitask.adapters",
+        description="Write a dataset read by an evaluation adapter as a task manifest.",
+    )
     parser.add_argument("dataset", choices=sorted(DATASETS), help="adapter name")
     parser.add_argument("root", help="the folder the publisher's archive unpacks to")
     parser.add_argument("--out", required=True, help="manifest CSV to write")

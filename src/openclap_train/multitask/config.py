@@ -89,7 +89,9 @@ class TaskSpec:
         if (self.scale is not None or self.offset is not None) and self.type != "regression":
             raise TrainConfigError(f"{where}: scale/offset apply to regression tasks only")
         if self.manifest.is_shards:
-            raise TrainConfigError(f"{where}: tasks read CSV/JSONL manifests (target columns), not WebDataset shards")
+            raise TrainConfigError(
+                f"{where}: tasks read CSV/JSONL manifests (target columns), not WebDataset shards"
+            )
 
 
 @dataclass
@@ -161,8 +163,14 @@ def load_pretrain_config(
     path: str | Path | None = None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
 ) -> PretrainConfig:
     """Read a pretraining recipe (YAML + ``--set`` overrides + CLI flags) into a ``PretrainConfig``."""
-    return read_recipe(PretrainConfig, path, overrides, extra, example="configs/pretrain-audio/shared-data-7tasks.yaml",
-                       kind="pretraining config")
+    return read_recipe(
+        PretrainConfig,
+        path,
+        overrides,
+        extra,
+        example="configs/pretrain-audio/shared-data-7tasks.yaml",
+        kind="pretraining config",
+    )
 
 
 def save_pretrain_config(config: PretrainConfig, path: str | Path) -> None:

@@ -30,14 +30,22 @@ logger = logging.getLogger(__name__)
 class MultiTaskDataset(Dataset):
     """Map-style dataset: key ``(task, index, epoch)`` -> ``{waveform, task, index}``."""
 
-    def __init__(self, tasks: list[TaskData], audio: AudioConfig, seed: int,
-                 augment: AugmentConfig | None = None, cache: bool = True) -> None:
+    def __init__(
+        self,
+        tasks: list[TaskData],
+        audio: AudioConfig,
+        seed: int,
+        augment: AugmentConfig | None = None,
+        cache: bool = True,
+    ) -> None:
         self.paths = [t.paths for t in tasks]
         self.audio, self.seed = audio, seed
         self.augment = augment or AugmentConfig()
         if self.augment.mix_prob > 0 or self.augment.noise_prob > 0:
-            raise ValueError("multi-task pretraining does not mix clips (the other clip's targets would be lost): "
-                             "set augment.mix_prob and augment.noise_prob to 0")
+            raise ValueError(
+                "multi-task pretraining does not mix clips (the other clip's targets would be lost): "
+                "set augment.mix_prob and augment.noise_prob to 0"
+            )
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
         self._bad: set[str] = set()
 
@@ -60,7 +68,9 @@ class MultiTaskDataset(Dataset):
             except AudioLoadError as exc:
                 self._bad.add(paths[j])
                 logger.warning("skipping unreadable training file (logged once): %s", exc)
-        raise RuntimeError(f"task {task}: no readable audio file among its {len(paths)} rows; check the paths")
+        raise RuntimeError(
+            f"task {task}: no readable audio file among its {len(paths)} rows; check the paths"
+        )
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
         task, index, epoch = key
@@ -81,14 +91,24 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def multitask_loader(dataset: MultiTaskDataset, sampler: MultiTaskBatchSampler, num_workers: int) -> DataLoader:
+def multitask_loader(
+    dataset: MultiTaskDataset, sampler: MultiTaskBatchSampler, num_workers: int
+) -> DataLoader:
     """An endless DataLoader of this rank's micro-batches."""
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, worker_init_fn=_seed_worker,
-                      prefetch_factor=2 if num_workers > 0 else None)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_seed_worker,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
 
 
-def batch_targets(batch: dict[str, torch.Tensor], tasks: list[TaskData], device: torch.device) -> list[torch.Tensor]:
+def batch_targets(
+    batch: dict[str, torch.Tensor], tasks: list[TaskData], device: torch.device
+) -> list[torch.Tensor]:
     """Per task, the targets of its rows in the batch (in batch order)."""
     out = []
     for t, task in enumerate(tasks):

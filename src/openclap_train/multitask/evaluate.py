@@ -39,19 +39,26 @@ class ValAudio:
 
 
 @torch.inference_mode()
-def clip_features(model: MultiTaskAudioModel, waves: list[np.ndarray], batch_size: int,
-                  device: torch.device) -> torch.Tensor:
+def clip_features(
+    model: MultiTaskAudioModel, waves: list[np.ndarray], batch_size: int, device: torch.device
+) -> torch.Tensor:
     """(N, width) clip features: the mean over the clip's deterministic windows."""
     audio = model.audio_config
     hop = max(1, round(audio.hop_seconds * audio.sample_rate))
     windows, owners = [], []
     for i, wave in enumerate(waves):
-        w, _ = split_windows(torch.from_numpy(wave), audio.num_samples, hop, audio.pad_mode, audio.sample_rate)
+        w, _ = split_windows(
+            torch.from_numpy(wave), audio.num_samples, hop, audio.pad_mode, audio.sample_rate
+        )
         windows.append(w)
         owners.extend([i] * len(w))
     stacked = torch.cat(windows)
-    feats = torch.cat([model.features(stacked[s : s + batch_size].to(device)).float().cpu()
-                       for s in range(0, len(stacked), batch_size)])
+    feats = torch.cat(
+        [
+            model.features(stacked[s : s + batch_size].to(device)).float().cpu()
+            for s in range(0, len(stacked), batch_size)
+        ]
+    )
     sums = torch.zeros(len(waves), feats.shape[1]).index_add_(0, torch.tensor(owners), feats)
     counts = torch.bincount(torch.tensor(owners), minlength=len(waves)).clamp(min=1).unsqueeze(1)
     return sums / counts
@@ -74,8 +81,13 @@ def task_metrics(task: TaskData, outputs: torch.Tensor, targets: torch.Tensor) -
 
 
 @torch.inference_mode()
-def evaluate_tasks(model: MultiTaskAudioModel, tasks: list[TaskData], audio: ValAudio, batch_size: int = 32,
-                   device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate_tasks(
+    model: MultiTaskAudioModel,
+    tasks: list[TaskData],
+    audio: ValAudio,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     """``val/<task>/<metric>`` for every task that has validation rows (clips shared by tasks embedded once)."""
     device = torch.device(device)
     was_training = model.training

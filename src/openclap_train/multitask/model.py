@@ -24,8 +24,12 @@ class TaskHead(nn.Module):
         super().__init__()
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.hidden:
-            self.net: nn.Module = nn.Sequential(nn.Linear(width, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                                                nn.Linear(cfg.hidden, num_outputs))
+            self.net: nn.Module = nn.Sequential(
+                nn.Linear(width, cfg.hidden),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.hidden, num_outputs),
+            )
         else:
             self.net = nn.Linear(width, num_outputs)
 
@@ -71,8 +75,12 @@ def task_loss(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 def multitask_loss(
-    outputs: dict[str, torch.Tensor], task_ids: torch.Tensor, targets: list[torch.Tensor],
-    kinds: list[str], names: list[str], weights: list[float],
+    outputs: dict[str, torch.Tensor],
+    task_ids: torch.Tensor,
+    targets: list[torch.Tensor],
+    kinds: list[str],
+    names: list[str],
+    weights: list[float],
 ) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
     """Weighted mean of per-row losses over the batch; also ``{task: (summed loss, rows)}`` for logging.
 

@@ -53,12 +53,22 @@ class MultiTaskBatchSampler:
     """
 
     def __init__(
-        self, sizes: Sequence[int], probabilities: torch.Tensor, batch_size: int, seed: int,
-        mode: str = "mixed", rank: int = 0, world_size: int = 1, grad_accum: int = 1, start_step: int = 0,
+        self,
+        sizes: Sequence[int],
+        probabilities: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        mode: str = "mixed",
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+        start_step: int = 0,
     ) -> None:
         if batch_size % (world_size * grad_accum):
-            raise TrainConfigError(f"batch_size {batch_size} must be divisible by processes x grad_accum = "
-                                   f"{world_size * grad_accum}")
+            raise TrainConfigError(
+                f"batch_size {batch_size} must be divisible by processes x grad_accum = "
+                f"{world_size * grad_accum}"
+            )
         if mode not in ("mixed", "homogeneous"):
             raise ValueError(f"mode must be mixed or homogeneous, got {mode!r}")
         if len(sizes) != len(probabilities):
@@ -104,4 +114,6 @@ class MultiTaskBatchSampler:
         chunk = self.batch_size // self.grad_accum  # one micro-batch, all ranks
         for batch in self.global_batches():
             for a in range(self.grad_accum):
-                yield batch[a * chunk : (a + 1) * chunk][self.rank * self.micro : (self.rank + 1) * self.micro]
+                yield batch[a * chunk : (a + 1) * chunk][
+                    self.rank * self.micro : (self.rank + 1) * self.micro
+                ]

@@ -42,8 +42,10 @@ def read_task_rows(spec: ManifestSpec) -> list[tuple[str, dict[str, Any]]]:
     """(absolute audio path, row) of a CSV/JSONL manifest after the spec's split/include/exclude/max_items filters."""
     path = Path(spec.path)
     if not path.is_file():
-        raise FileNotFoundError(f"task manifest {path} not found; give a CSV or JSONL file with a path column "
-                                "and the target column(s)")
+        raise FileNotFoundError(
+            f"task manifest {path} not found; give a CSV or JSONL file with a path column "
+            "and the target column(s)"
+        )
     rows = _read_rows(path)
     if rows and "path" not in rows[0]:
         raise ValueError(f"manifest {path} has no 'path' column (columns: {sorted(rows[0])})")
@@ -60,8 +62,10 @@ def read_task_rows(spec: ManifestSpec) -> list[tuple[str, dict[str, Any]]]:
     if spec.max_items is not None:
         out = out[: spec.max_items]
     if not out:
-        raise ValueError(f"manifest {path} has no rows left after the filters (split={spec.split!r}, "
-                         f"include={spec.include}, exclude={spec.exclude})")
+        raise ValueError(
+            f"manifest {path} has no rows left after the filters (split={spec.split!r}, "
+            f"include={spec.include}, exclude={spec.exclude})"
+        )
     return out
 
 
@@ -101,9 +105,15 @@ class TaskData:
 
     def info(self) -> dict[str, Any]:
         """What ``tasks.json`` records about the task (enough to decode a head's outputs)."""
-        out: dict[str, Any] = {"name": self.name, "type": self.kind, "target": list(self.spec.target),
-                               "weight": self.spec.weight, "train_rows": len(self.paths),
-                               "val_rows": len(self.val_paths), "manifest": self.spec.manifest.path}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.kind,
+            "target": list(self.spec.target),
+            "weight": self.spec.weight,
+            "train_rows": len(self.paths),
+            "val_rows": len(self.val_paths),
+            "manifest": self.spec.manifest.path,
+        }
         if self.kind == "regression":
             out.update(offset=self.offset, scale=self.scale)
         else:
@@ -113,13 +123,17 @@ class TaskData:
 
 def _cell(row: dict[str, Any], column: str, spec: TaskSpec, manifest: str) -> str:
     if column not in row:
-        raise TrainConfigError(f"task {spec.name!r}: manifest {manifest} has no column {column!r} "
-                               f"(columns: {sorted(row)}); fix the task's target")
+        raise TrainConfigError(
+            f"task {spec.name!r}: manifest {manifest} has no column {column!r} "
+            f"(columns: {sorted(row)}); fix the task's target"
+        )
     value = row[column]
     return "" if value is None else str(value).strip()
 
 
-def _raw_targets(rows: list[tuple[str, dict[str, Any]]], spec: TaskSpec, manifest: str) -> tuple[list[str], list[Any]]:
+def _raw_targets(
+    rows: list[tuple[str, dict[str, Any]]], spec: TaskSpec, manifest: str
+) -> tuple[list[str], list[Any]]:
     """Keep rows with a non-empty target; return their paths and raw target values."""
     paths, values = [], []
     for path, row in rows:
@@ -137,14 +151,17 @@ def _raw_targets(rows: list[tuple[str, dict[str, Any]]], spec: TaskSpec, manifes
     return paths, values
 
 
-def _encode(spec: TaskSpec, values: list[Any], classes: list[str], offset: float, scale: float,
-            where: str) -> torch.Tensor:
+def _encode(
+    spec: TaskSpec, values: list[Any], classes: list[str], offset: float, scale: float, where: str
+) -> torch.Tensor:
     if spec.type == "single_label":
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted({v for v in values if v not in index})
         if unknown:
-            raise TrainConfigError(f"task {spec.name!r} ({where}): values {unknown[:5]} are not in its classes; "
-                                   "add them to the task's classes or filter those rows out")
+            raise TrainConfigError(
+                f"task {spec.name!r} ({where}): values {unknown[:5]} are not in its classes; "
+                "add them to the task's classes or filter those rows out"
+            )
         return torch.tensor([index[v] for v in values], dtype=torch.long)
     if spec.type == "multi_label":
         index = {c: i for i, c in enumerate(classes)}
@@ -152,7 +169,9 @@ def _encode(spec: TaskSpec, values: list[Any], classes: list[str], offset: float
         for r, labels in enumerate(values):
             for lab in labels:
                 if lab not in index:
-                    raise TrainConfigError(f"task {spec.name!r} ({where}): label {lab!r} is not in its classes")
+                    raise TrainConfigError(
+                        f"task {spec.name!r} ({where}): label {lab!r} is not in its classes"
+                    )
                 out[r, index[lab]] = 1.0
         return out
     floats = []
@@ -160,7 +179,9 @@ def _encode(spec: TaskSpec, values: list[Any], classes: list[str], offset: float
         try:
             floats.append(float(v))
         except ValueError:
-            raise TrainConfigError(f"task {spec.name!r} ({where}): regression target {v!r} is not a number") from None
+            raise TrainConfigError(
+                f"task {spec.name!r} ({where}): regression target {v!r} is not a number"
+            ) from None
     return (torch.tensor(floats, dtype=torch.float64) - offset).div(scale).float()
 
 
@@ -178,11 +199,20 @@ def load_task(spec: TaskSpec) -> TaskData:
     paths, values = _raw_targets(rows, spec, manifest)
     dropped = len(rows) - len(paths)
     if dropped:
-        logger.info("task %s: %d of %d training rows have an empty %s and are left out", spec.name, dropped,
-                    len(rows), "/".join(spec.target))
+        logger.info(
+            "task %s: %d of %d training rows have an empty %s and are left out",
+            spec.name,
+            dropped,
+            len(rows),
+            "/".join(spec.target),
+        )
     if not paths:
-        raise TrainConfigError(f"task {spec.name!r}: no training rows with a non-empty {spec.target} in {manifest}")
-    val_paths, val_values = _raw_targets(val_rows, spec, spec.val_manifest.path if spec.val_manifest else manifest)
+        raise TrainConfigError(
+            f"task {spec.name!r}: no training rows with a non-empty {spec.target} in {manifest}"
+        )
+    val_paths, val_values = _raw_targets(
+        val_rows, spec, spec.val_manifest.path if spec.val_manifest else manifest
+    )
 
     classes: list[str] = []
     offset, scale = 0.0, 1.0
@@ -199,22 +229,35 @@ def load_task(spec: TaskSpec) -> TaskData:
             std = float(floats.std(unbiased=False)) if len(floats) > 1 else 0.0
             scale = std if std > 0 and math.isfinite(std) else 1.0
     if spec.type == "single_label" and len(classes) < 2:
-        raise TrainConfigError(f"task {spec.name!r}: a single_label task needs at least 2 classes, got {classes}")
+        raise TrainConfigError(
+            f"task {spec.name!r}: a single_label task needs at least 2 classes, got {classes}"
+        )
     if spec.type == "single_label" and val_values:  # validation rows of unseen classes cannot be scored
         known = set(classes)
         keep = [i for i, v in enumerate(val_values) if v in known]
         if len(keep) < len(val_values):
-            logger.warning("task %s: %d validation rows have classes unseen in training and are left out",
-                           spec.name, len(val_values) - len(keep))
+            logger.warning(
+                "task %s: %d validation rows have classes unseen in training and are left out",
+                spec.name,
+                len(val_values) - len(keep),
+            )
         val_paths, val_values = [val_paths[i] for i in keep], [val_values[i] for i in keep]
     if spec.type == "multi_label" and val_values:
         known = set(classes)
         val_values = [[lab for lab in labels if lab in known] for labels in val_values]
     targets = _encode(spec, values, classes, offset, scale, "train")
     val_targets = _encode(spec, val_values, classes, offset, scale, "validation") if val_values else None
-    task = TaskData(spec, paths, targets, val_paths if val_values else [], val_targets, classes, offset, scale)
-    logger.info("task %s (%s): %d training rows, %d validation rows, %s", spec.name, spec.type, len(paths),
-                len(task.val_paths), f"{len(classes)} classes" if classes else f"offset {offset:.3g} scale {scale:.3g}")
+    task = TaskData(
+        spec, paths, targets, val_paths if val_values else [], val_targets, classes, offset, scale
+    )
+    logger.info(
+        "task %s (%s): %d training rows, %d validation rows, %s",
+        spec.name,
+        spec.type,
+        len(paths),
+        len(task.val_paths),
+        f"{len(classes)} classes" if classes else f"offset {offset:.3g} scale {scale:.3g}",
+    )
     return task
 
 

@@ -52,7 +52,9 @@ def model_config_of(config: PretrainConfig) -> ClapConfig:
     return ClapConfig.from_dict(deep_merge(resolve_config(config.model).to_dict(), config.model_overrides))
 
 
-def build_model(config: PretrainConfig, tasks: list[TaskData], clap_config: ClapConfig) -> MultiTaskAudioModel:
+def build_model(
+    config: PretrainConfig, tasks: list[TaskData], clap_config: ClapConfig
+) -> MultiTaskAudioModel:
     """Tower + heads, seeded from ``config.seed``; the tower from ``init_audio`` when given."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -87,16 +89,28 @@ class MultiTaskPretraining(Task):
 
     def batches(self, start_step: int, info: DistInfo, device: torch.device) -> Iterator[dict[str, Any]]:
         config = self.config
-        sampler = MultiTaskBatchSampler([len(t) for t in self.tasks], self.probs, config.batch_size, config.seed,
-                                        config.sampling.batches, info.rank, info.world_size, config.grad_accum,
-                                        start_step=start_step)
-        dataset = MultiTaskDataset(self.tasks, self.clap_config.audio, config.seed, config.augment, config.cache_audio)
+        sampler = MultiTaskBatchSampler(
+            [len(t) for t in self.tasks],
+            self.probs,
+            config.batch_size,
+            config.seed,
+            config.sampling.batches,
+            info.rank,
+            info.world_size,
+            config.grad_accum,
+            start_step=start_step,
+        )
+        dataset = MultiTaskDataset(
+            self.tasks, self.clap_config.audio, config.seed, config.augment, config.cache_audio
+        )
         return iter(multitask_loader(dataset, sampler, config.num_workers))
 
     def training_forward(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
         outputs = self.train_module(batch["waveform"].to(device, non_blocking=True))
         targets = batch_targets(batch, self.tasks, device)
-        loss, parts = multitask_loss(outputs, batch["task"].to(device), targets, self.kinds, self.names, self.weights)
+        loss, parts = multitask_loss(
+            outputs, batch["task"].to(device), targets, self.kinds, self.names, self.weights
+        )
         for name, (total, rows) in parts.items():  # per-task train loss since the last log line
             acc = self.task_window.setdefault(name, [0.0, 0])
             acc[0] += total
@@ -123,17 +137,29 @@ class MultiTaskPretraining(Task):
         (run_dir / "tasks.json").write_text(json.dumps([t.info() for t in self.tasks], indent=2) + "\n")
 
     def describe(self, total_steps: int) -> str:
-        return (f"pretrain-audio {self.clap_config.name}: {len(self.tasks)} tasks ({', '.join(self.names)}); "
-                f"sampling {self.config.sampling.policy} -> {[round(float(p), 3) for p in self.probs]}; "
-                f"{total_steps} steps")
+        return (
+            f"pretrain-audio {self.clap_config.name}: {len(self.tasks)} tasks ({', '.join(self.names)}); "
+            f"sampling {self.config.sampling.policy} -> {[round(float(p), 3) for p in self.probs]}; "
+            f"{total_steps} steps"
+        )
 
     def export(self, final_dir: Path, last: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-        tower = {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k.startswith(TOWER_PREFIXES)}
-        task_info = [{**t.info(), "val": {k.split("/")[-1]: v for k, v in last.items()
-                                          if k.startswith(f"val/{t.name}/")}} for t in self.tasks]
+        tower = {
+            k: v.detach().cpu() for k, v in self.model.state_dict().items() if k.startswith(TOWER_PREFIXES)
+        }
+        task_info = [
+            {
+                **t.info(),
+                "val": {k.split("/")[-1]: v for k, v in last.items() if k.startswith(f"val/{t.name}/")},
+            }
+            for t in self.tasks
+        ]
         save_audio_tower(tower, self.clap_config, final_dir, task_info)
-        logger.info("the audio tower (heads dropped) is in %s; start CLAP from it with init_audio: %s",
-                    final_dir, final_dir)
+        logger.info(
+            "the audio tower (heads dropped) is in %s; start CLAP from it with init_audio: %s",
+            final_dir,
+            final_dir,
+        )
         return final_dir, {}
 
 
@@ -152,7 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Load the config from parsed arguments and pretrain; returns an exit code."""
-    config = load_pretrain_config(args.config, args.overrides, {"max_steps": args.max_steps, "seed": args.seed})
+    config = load_pretrain_config(
+        args.config, args.overrides, {"max_steps": args.max_steps, "seed": args.seed}
+    )
     pretrain(config, args.run_dir, resume=args.resume)
     return 0
 
@@ -161,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m openclap_train.multitask`` (torchrun); a test can call it in-process."""
     from openclap_train.train import setup_logging
 
-    parser = argparse.ArgumentParser(prog="python -m openclap_train.multitask",
-                                     description="Multi-task pretraining of a CLAP audio tower.")
+    parser = argparse.ArgumentParser(
+        prog="python -m openclap_train.multitask", description="Multi-task pretraining of a CLAP audio tower."
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
