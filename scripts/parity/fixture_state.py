@@ -21,18 +21,32 @@ import torch
 STFT_SUFFIXES = ("spectrogram_extractor.stft.conv_real.weight", "spectrogram_extractor.stft.conv_imag.weight")
 
 
-def fill_rule(name: str) -> str:
-    """How ``seeded_fill`` fills a float tensor of this name ('keep' = left as the reference built it)."""
-    if name.endswith("running_var"):
-        return "var"
-    if name.endswith("running_mean"):
-        return "mean"
+def fill_rule(name: str, scheme: str = "v1") -> str:
+    """How ``seeded_fill`` fills a float tensor of this name ('keep' = left as the reference built it).
+
+    ``scheme`` "v1" (msclap-2023, LAION, clapcap fixtures): weights N(0, 0.05). "fanin" (msclap-2022): weight
+    matrices and conv kernels N(0, 0.25/fan_in), BatchNorm scales like LayerNorm scales and BatchNorm running
+    statistics left for ``calibrate_batchnorm`` (stored as constants). Under "v1", CNN14's BatchNorm scales of
+    ~0.05 shrank every block until the biases alone decided the output (every clip the same embedding), and
+    BERT's fixed 0.05 std made every position's hidden state the same (pooling any token gave the same text
+    embedding): comparisons on such weights cannot tell inputs or pooled positions apart.
+    """
+    if scheme not in ("v1", "fanin"):
+        raise ValueError(f"unknown fill scheme {scheme!r}")
+    if name.endswith(("running_var", "running_mean")):
+        if scheme == "fanin":
+            return "keep"  # set from real activations by calibrate_batchnorm
+        return "var" if name.endswith("running_var") else "mean"
     if "logit_scale" in name:
         return "scale"
-    if ("norm" in name.lower() or "ln_" in name) and name.endswith("weight"):
+    parts = name.split(".")
+    is_bn = scheme == "fanin" and len(parts) > 1 and parts[-2].startswith("bn")
+    if ("norm" in name.lower() or "ln_" in name or is_bn) and name.endswith("weight"):
         return "lnw"
     if name.endswith(("attn.bias", "masked_bias", "attn_mask")) or "extractor" in name:
         return "keep"  # constant buffers and the frozen torchlibrosa front end keep their values
+    if scheme == "fanin" and name.endswith("weight"):
+        return "fanin"
     return "normal"
 
 
@@ -48,24 +62,53 @@ def _draw(rule: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor
         return 1 + 0.1 * torch.randn(shape, generator=g)
     if rule == "normal":
         return 0.05 * torch.randn(shape, generator=g)
+    if rule == "fanin":
+        # Gain 0.5 (std 0.018 at width 768, about BERT's own init of 0.02): at unit gain each layer's
+        # attention average swamps the residual and every position ends with the same hidden state.
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return 0.5 * torch.randn(shape, generator=g) / fan_in**0.5
     raise ValueError(f"unknown fill rule {rule!r}")
 
 
-def seeded_fill(model: torch.nn.Module, seed: int) -> list[list[Any]]:
+def seeded_fill(model: torch.nn.Module, seed: int, scheme: str = "v1") -> list[list[Any]]:
     """Refill every float parameter and buffer of ``model`` (parameters first, then buffers, in module
-    order) from one generator; return ``[name, shape, rule]`` per filled tensor, in fill order."""
+    order) from one generator by ``fill_rule(name, scheme)``; return ``[name, shape, rule]`` per filled
+    tensor, in fill order (the rules are recorded, so replay needs no scheme)."""
     g = torch.Generator().manual_seed(seed)
     entries = []
     with torch.no_grad():
         for name, t in list(model.named_parameters()) + list(model.named_buffers()):
             if not t.is_floating_point():
                 continue
-            rule = fill_rule(name)
+            rule = fill_rule(name, scheme)
             if rule == "keep":
                 continue
             t.copy_(_draw(rule, tuple(t.shape), g).to(t.dtype))
             entries.append([name, list(t.shape), rule])
     return entries
+
+
+def calibrate_batchnorm(module: torch.nn.Module, run: Any) -> int:
+    """Set every BatchNorm's running mean/var to the per-channel statistics of its input while ``run()``
+    pushes real data through ``module`` in eval mode (in order, so each layer sees calibrated inputs, as
+    trained statistics would be); returns the number of BatchNorm layers set."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    def set_stats(bn: torch.nn.Module, args: tuple) -> None:
+        x = args[0].detach().double()
+        dims = [d for d in range(x.dim()) if d != 1]
+        bn.running_mean.copy_(x.mean(dims).to(bn.running_mean.dtype))
+        bn.running_var.copy_(x.var(dims).clamp_min(1e-3).to(bn.running_var.dtype))
+
+    module.eval()
+    handles = [bn.register_forward_pre_hook(set_stats) for bn in norms]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return len(norms)
 
 
 def replay_fill(entries: list[list[Any]], seed: int) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fixture_state import describe_state, seeded_fill, state_sha256  # beside this script
+from fixture_state import calibrate_batchnorm, describe_state, seeded_fill, state_sha256  # beside this script
 
 
 # ------------------------------------------------------------------------------------------- msclap
@@ -62,7 +62,14 @@ def msclap_reference(
         transformer_embed_dim=args.transformer_embed_dim, d_proj=args.d_proj,
     )  # fmt: skip
     seed = 1 if year == "2023" else 2
-    entries = seeded_fill(clap, seed)
+    # 2022 (CNN14 + BERT): fan-in scaled weights and BatchNorm statistics measured on the clips themselves,
+    # so embeddings depend on the clip and on the pooled token (see fixture_state.fill_rule).
+    scheme = "v1" if year == "2023" else "fanin"
+    entries = seeded_fill(clap, seed, scheme)
+    audio = torch.from_numpy(np.stack(clips)).float().unsqueeze(1)  # (B, 1, N), as preprocess_audio builds it
+    if scheme == "fanin":
+        calibrate_batchnorm(clap.audio_encoder, lambda: clap.audio_encoder(audio[:, 0]))
+    clap.eval()
     state = dict(clap.state_dict())
     # The published files were written with an older transformers that persisted these buffers.
     if year == "2023":
@@ -83,7 +90,6 @@ def msclap_reference(
     ref = wrapper_mod.CLAPWrapper(model_fp=str(ckpt), version=year, use_cuda=False)
     missing, _ = ref.clap.load_state_dict(state, strict=False)
     assert not missing, f"msclap did not load {missing[:5]}"  # its own load uses strict=False
-    audio = torch.from_numpy(np.stack(clips)).float().unsqueeze(1)  # (B, 1, N), as preprocess_audio builds it
     with torch.no_grad():
         audio_emb = F.normalize(ref._get_audio_embeddings(audio), dim=-1)
         tokens = ref.preprocess_text(texts)
@@ -94,7 +100,13 @@ def msclap_reference(
         "text": text_emb.numpy(),
         "input_ids": tokens["input_ids"].numpy(),
         "attention_mask": tokens["attention_mask"].numpy(),
-        "state": {"seed": seed, "wrapper": {"model": None}, "sha256": state_sha256(state), **recipe},
+        "state": {
+            "seed": seed,
+            "scheme": scheme,
+            "wrapper": {"model": None},
+            "sha256": state_sha256(state),
+            **recipe,
+        },
         "constants": constants,
     }
 
