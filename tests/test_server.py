@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
 from openclap.index import build_index_from_files
+from openclap.registry import bundled_model_dir
 from openclap.server import Batcher, ServerSettings, create_app, uvicorn_config
 
 TOKEN = "s3cret-token"
@@ -158,6 +161,36 @@ def test_embed_audio_and_classify(client, pipe, corpus):
         "/classify", files={"file": (path.name, data)}, data={"labels": "dog,rain", "template": "no slot"}
     )
     assert r.status_code == 422 and "template" in r.json()["detail"]
+
+
+def test_classify_defaults_to_the_models_own_prompt(tmp_path):
+    """/classify without a template uses the model's templates.json "default", as `openclap classify` does."""
+    model_dir = tmp_path / "mini"
+    shutil.copytree(bundled_model_dir("openclap-mini"), model_dir)
+    own = "a recording of {}"  # neither "{}" nor the paper's prompt: a default the server cannot guess
+    (model_dir / "templates.json").write_text(json.dumps({"default": own}))
+    pipe = openclap.load(model_dir)
+    clip = DEMO / "3_theo_0.flac"  # a spoken digit among sound labels: scores far from 0 and 1
+    labels = ["dog", "rain", "sea waves", "rooster"]
+    live = LiveServer(create_app(pipe, None, ServerSettings()))
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as c:
+            upload = {"file": (clip.name, clip.read_bytes())}
+            default = c.post("/classify", files=upload, data={"labels": labels})
+            explicit = c.post("/classify", files=upload, data={"labels": labels, "template": "{}"})
+    finally:
+        live.stop()
+    assert default.status_code == 200 and explicit.status_code == 200, (default.text, explicit.text)
+
+    def scores(body: dict) -> np.ndarray:
+        return np.array([body["scores"][body["labels"].index(x)] for x in labels])
+
+    for body, template in ((default.json(), own), (explicit.json(), "{}")):  # the flag still overrides
+        ref = pipe.classify([clip], labels, template=template)[0]
+        assert np.allclose(scores(body), [ref.scores[ref.labels.index(x)] for x in labels], atol=1e-5)
+    for other in ("{}", "this is the sound of {}"):  # what a hard-coded default would give
+        ref = pipe.classify([clip], labels, template=other)[0]
+        assert np.abs(scores(default.json()) - [ref.scores[ref.labels.index(x)] for x in labels]).max() > 0.1
 
 
 def test_uploaded_m4a_and_video_go_through_ffmpeg(client, pipe, tmp_path):

@@ -174,6 +174,13 @@ def load_caption_train_config(
 def _load_clap(cfg: CaptionTrainConfig) -> tuple[ClapModel, Path | None]:
     """The CLAP model (eval mode) and its tokenizer directory, from a model dir, a run dir or a preset."""
     source = Path(str(cfg.clap))
+    if not source.exists() and len(source.parts) > 1:  # a path (a preset name has no separator)
+        raise FileNotFoundError(
+            f"the recipe's CLAP model (clap: {cfg.clap}) does not exist: {source.resolve()}; train that run "
+            "first (the shipped recipe's: `openclap train configs/small-shared-data-capval.yaml --run-dir "
+            "runs/small-capval`, docs/captioning.md) or point `clap:` at another CLAP run, model directory "
+            "or preset (--set clap=DIR)"
+        )
     if source.is_dir() and not is_model_dir(source) and (source / "model_config.json").is_file():
         if is_model_dir(source / "final"):
             source = source / "final"
@@ -803,11 +810,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if not Path(args.config).is_file():
-        raise FileNotFoundError(
-            f"captioning config {args.config} not found; see configs/caption-small-shared-data.yaml"
-        )
-    return run_from_args(args)
+    try:
+        if not Path(args.config).is_file():
+            raise FileNotFoundError(
+                f"captioning config {args.config} not found; see configs/caption-small-shared-data.yaml"
+            )
+        return run_from_args(args)
+    except (TrainConfigError, FileNotFoundError) as exc:  # one line saying what to do, not a traceback
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

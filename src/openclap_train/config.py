@@ -79,6 +79,11 @@ class ManifestSpec:
                 f"manifest {self.path}: need repeat >= 1 and 0 <= extra_caption_prob <= 1, "
                 f"got repeat={self.repeat}, extra_caption_prob={self.extra_caption_prob}"
             )
+        if self.template is not None and self.template.count("{}") != 1:
+            raise TrainConfigError(
+                f"manifest {self.path}: template needs '{{}}' exactly once (where the label goes), "
+                f"got {self.template!r}"
+            )
         if self.extra_caption_prob > 0 and not self.extra_captions:
             raise TrainConfigError(
                 f"manifest {self.path}: extra_caption_prob > 0 needs extra_captions "
@@ -313,8 +318,9 @@ class TrainConfig(LoopConfig):
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
             (
-                "{}" in self.zeroshot_template,
-                f"zeroshot_template needs a '{{}}', got {self.zeroshot_template!r}",
+                self.zeroshot_template.count("{}") == 1,
+                "zeroshot_template needs '{}' exactly once (where the label goes), "
+                f"got {self.zeroshot_template!r}",
             ),
         ]
         for ok, message in checks:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from openclap.audio.windows import split_windows
 from openclap.model import ClapModel
+from openclap.pipeline import fill_template
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train.data import EvalSet
 
@@ -102,7 +103,7 @@ def evaluate(
             labels = [lab for lab in es.labels if lab is not None]
             if len(labels) == len(es.labels):
                 classes = sorted(set(labels))
-                prompts = [(es.template or template).format(prompt_label(c)) for c in classes]
+                prompts = [fill_template(es.template or template, prompt_label(c)) for c in classes]
                 class_emb = embed_texts(model, tokenizer, prompts, batch_size, device)
                 pred = (audio @ class_emb.T).argmax(dim=1)
                 truth = torch.tensor([classes.index(lab) for lab in labels])

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openclap.pipeline import fill_template
 from openclap_train.config import ManifestSpec
 from openclap_train.data import read_manifest
 from openclap_train.evaluate import prompt_label, retrieval_recall
@@ -77,7 +78,9 @@ def evaluate_test_sets(
         row: dict[str, float] = {"n": len(samples), "classes": len(classes), "chance": 1 / len(classes)}
         truth = np.array([classes.index(lab) for lab in labels])
         for template in templates:
-            prompts = torch.from_numpy(pipe.embed_text([template.format(prompt_label(c)) for c in classes]))
+            prompts = torch.from_numpy(
+                pipe.embed_text([fill_template(template, prompt_label(c)) for c in classes])
+            )
             pred = (audio @ prompts.T).argmax(dim=1).numpy()
             row[f"zeroshot_acc[{template}]"] = float((pred == truth).mean())
         text = torch.from_numpy(pipe.embed_text([s.caption for s in samples]))

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     import openclap
+    from openclap.pipeline import fill_template
 
     start = time.perf_counter()
     folder = Path(args.corpus) if args.corpus else demo_corpus_dir()
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if not members:
             continue
         template = templates.get(dataset, TEMPLATE)
-        text = model.embed_text([template.format(label) for label in labels])
+        text = model.embed_text([fill_template(template, label) for label in labels])
         sims = audio[members] @ text.T
         for row, i in zip(sims, members):
             best = int(np.argmax(row))

@@ -22,10 +22,9 @@ import numpy as np
 from openclap.eval import metrics
 from openclap.eval.cache import EmbeddedFiles, EmbeddingCache, embed_dataset
 from openclap.eval.datasets.base import MULTI_LABEL, SINGLE_LABEL, EvalDataset
+from openclap.pipeline import DEFAULT_TEMPLATE, fill_template
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TEMPLATE = "this is the sound of {}"  # the paper's prompt (MISSION.md)
 
 
 def read_templates(path: str) -> list[str]:
@@ -52,7 +51,7 @@ def class_text_embeddings(
 ) -> np.ndarray:
     """(C, D) class embeddings: per class, the renormalised mean over templates of prompt embeddings."""
     check_templates(templates)
-    prompts = [t.format(name) for name in class_names for t in templates]
+    prompts = [fill_template(t, name) for name in class_names for t in templates]
     text = pipeline.embed_text(prompts)  # type: ignore[attr-defined]  # (C * T, D)
     text = text.reshape(len(class_names), len(templates), -1).mean(axis=1)
     return (text / np.linalg.norm(text, axis=1, keepdims=True)).astype(np.float32)

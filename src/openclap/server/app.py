@@ -6,7 +6,8 @@ Endpoints (JSON unless noted; errors are ``{"detail": ...}`` with a 4xx status):
     POST /embed/text                   {"texts": [...]} -> {"embeddings": [[...]], "dim": D}
     POST /embed/audio                  multipart "file" -> {"embedding": [...], "duration": s, "windows": W}
     POST /classify                     multipart "file" + "labels" (repeated, or one comma-separated)
-                                       [+ "template" with one "{}"] [+ "top_k"]
+                                       [+ "template" with one "{}", default: the model's own prompt]
+                                       [+ "top_k"]
     GET  /search?q=TEXT&top_k=10       -> {"results": [{path, start, end, score, row, audio_url}]}
     POST /search/audio?top_k=10        multipart "file": more like this upload
     GET  /audio/{row}                  the indexed file of search result ``row``
@@ -465,9 +466,11 @@ def create_app(pipeline, index=None, settings: ServerSettings | None = None) -> 
     async def classify(
         file: Annotated[UploadFile, File()],
         labels: Annotated[list[str], Form()],
-        template: Annotated[str, Form()] = "this is the sound of {}",
+        template: Annotated[str | None, Form()] = None,
         top_k: Annotated[int | None, Form()] = None,
     ) -> dict:
+        # No template: the model's own prompt (its templates.json "default"), as `openclap classify` does.
+        template = pipeline.default_template if template is None else template
         names = [x.strip() for item in labels for x in item.split(",") if x.strip()]
         if not names:
             raise HTTPException(422, "labels must be non-empty: send 'labels' (repeated or comma-separated)")
