@@ -171,3 +171,17 @@ def test_nearest_neighbours_and_nearest_caption_baseline() -> None:
     assert nearest_neighbours(e, 0) is None
     caps = ["a", "b", "c", "d"]
     assert nearest_caption_baseline(e, caps, np.array([[0.2, 1.0], [5.0, 0.1]])) == ["d", "a"]
+
+
+def test_missing_clap_run_is_one_error_line_naming_the_path_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`python -m openclap_train.captioning` on the shipped recipe before its CLAP run exists (issue 19)."""
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "caption-small-shared-data.yaml"
+    monkeypatch.chdir(tmp_path)
+    assert main([str(recipe), "--run-dir", "runs/caption-small"]) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if " error: " in x]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert str(tmp_path / "runs" / "small-capval") in lines[0]  # where it looked
+    assert "openclap train configs/small-shared-data-capval.yaml --run-dir runs/small-capval" in lines[0]
