@@ -110,7 +110,7 @@ def test_full_mode_runs_on_waveforms(setup: dict) -> None:
     assert not (run / "embeddings").exists()
 
 
-def test_config_errors(setup: dict, tmp_path: Path) -> None:
+def test_config_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(TrainConfigError, match="train must be"):
         _config(setup, train="everything")
     with pytest.raises(TrainConfigError, match="exactly one"):
@@ -119,8 +119,8 @@ def test_config_errors(setup: dict, tmp_path: Path) -> None:
     bad.write_text("task: captioning\nclap: x\nbatchsize: 3\n")
     with pytest.raises(TrainConfigError, match="unknown key"):
         load_caption_train_config(bad)
-    with pytest.raises(FileNotFoundError):
-        main([str(tmp_path / "missing.yaml"), "--run-dir", str(tmp_path / "r")])
+    assert main([str(tmp_path / "missing.yaml"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "missing.yaml not found" in capsys.readouterr().err
 
 
 def test_cli_entry_with_overrides_and_dispatch_check(setup: dict, tmp_path: Path) -> None:
