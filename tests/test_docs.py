@@ -8,16 +8,20 @@
 - Concrete commands (no placeholders) run in a sandbox of the bundled demo clips, each with the outcome
   ``COMMANDS`` expects: runs (exit 0), or fails with the documented message (published weights that
   are not downloadable here: the one download message; outputs of an earlier recipe: the path it needs).
-  Expensive ones (training recipes) run with ``-m slow`` in smoke size (2 steps, demo clips).
+  Expensive ones (training recipes) run with ``-m slow`` in smoke size (2 steps, demo clips); data scripts
+  with the smaller arguments in ``SMOKE`` (``-m slow`` when they need espeak-ng).
 - Python blocks run with the substitutions in ``PYTHON`` (published weights -> the bundled openclap-mini
-  or a random caption preset, named files -> sandbox clips), or must fail with the download message.
+  or a random caption preset, named files -> sandbox clips), or must fail with the download message;
+  the commands the page runs before a block first, and ``PYTHON_CHECKS`` on what the block computed.
 - YAML and TOML blocks are parsed (training recipes through the trainer's typed config).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
+import os
 import re
 import shlex
 import shutil
@@ -68,6 +72,8 @@ def read_blocks() -> list[Block]:
     return out
 
 
+ONNX_BLOCK = "docs/onnx.md: import openclap.onnx # imports numpy, soundfile, s"  # a key: doc + first line
+
 # How each block is checked: "shell" (its commands, see COMMANDS), "python" (PYTHON), "yaml-recipe"
 # (a whole training recipe), "yaml" / "toml" (parsed), or "sketch: why" (not code: a schema drawing).
 BLOCKS = {
@@ -96,14 +102,16 @@ BLOCKS = {
     "docs/pretraining.md: python -m openclap_train.multitask.adapters esc50 ": "shell",
     "docs/pretraining.md: - {name: esc50, manifest: {path: manifests/esc50.c": "yaml",
     "docs/pretraining.md: python scripts/ablation_htsat22.py --model small -": "shell",
-    # landed by other helpers while this test was written: registered, not yet run (follow-up)
-    "docs/onnx.md: import openclap.onnx # imports numpy, soundfile, s": "pending: ONNX snippet (tests/test_onnx.py)",
-    "docs/openclap-mini.md: python scripts/make_synthetic_digits.py runs/data/": "pending: synthetic-digit recipe",
+    "docs/onnx.md: openclap export onnx openclap-mini --out mini-onnx": "shell",
+    ONNX_BLOCK: "python",
+    # two blocks start alike: the held-out validation sets, and the same plus the robust recipe's run
+    "docs/openclap-mini.md: python scripts/make_synthetic_digits.py runs/data/": "shell",
 }
 
 # Concrete commands (after joining continuation lines and dropping comments) -> expected outcome:
 # "ok" (exit 0), "download" (exit 2 naming a download address), "missing: TEXT" (exit != 0, stderr has
-# TEXT: the output of an earlier documented step), "slow" (ok, run with -m slow), "skip: why".
+# TEXT: the output of an earlier documented step), "slow" (ok, run with -m slow), "smoke" (ok, with SMOKE's
+# smaller arguments), "before: BLOCK" (ok, run by python block BLOCK's setup, whose input it makes), "skip: why".
 COMMANDS = {
     "openclap demo": "ok",
     "python -m pytest -q": "skip: the test suite itself",
@@ -136,6 +144,13 @@ COMMANDS = {
     "openclap convert msclap CLAP_weights_2023.pth --out msclap-2023/": "download",
     "openclap classify dog.wav --labels dog rain --model msclap-2023/": "missing: no such model directory",
     "openclap eval datasets --json": "ok",
+    "openclap export onnx openclap-mini --out mini-onnx": f"before: {ONNX_BLOCK}",
+    "python scripts/make_synthetic_digits.py runs/data/synthetic-digits": "slow",  # espeak-ng
+    "python scripts/make_timbre_variants.py runs/data/timbre-val": "smoke",
+    "RECIPE=configs/openclap-mini-robust.yaml bash scripts/train_openclap_mini.sh runs/openclap-mini-robust": (
+        "skip: the robust recipe's full run (hours; evaluates on ../shared/data); tests/test_train.py parses "
+        "the recipe, and the two data scripts above run here"
+    ),
     "openclap eval zeroshot --manifest labels.csv --label-column label --split test": "ok",
     "bash scripts/train_openclap_mini.sh runs/openclap-mini --install": (
         "skip: the full openclap-mini recipe (hours); its train step is the slow `openclap train` smoke run"
@@ -184,7 +199,68 @@ PYTHON = {
         ('"clapcap-2023", checkpoint="clapcap_weights_2023.pth"', '"clapcap-tiny"'),
     ],
     "docs/openclap-mini.md: import openclap": [],
+    ONNX_BLOCK: [],
 }
+
+
+def _clip_at(rate: int):
+    """A real recording (the demo corpus's rain) decoded at ``rate``: the waveform a snippet's reader has."""
+    from openclap.audio.io import load_audio
+
+    return load_audio(DEMO / "4-160999-A-rain.flac", rate)
+
+
+def _onnx_block_check(scope: dict) -> None:
+    """What docs/onnx.md says of its snippet: (N, D) L2-normalised embeddings, PyTorch's to cos >= 0.99999."""
+    import numpy as np
+
+    torch_model = openclap.load("openclap-mini")
+    inputs = ["dog.wav", (scope["waveform"], 22050)]
+    for got, want in (
+        (scope["a"], torch_model.embed_audio(inputs)),
+        (scope["t"], torch_model.embed_text(["a dog barking", "rain"])),
+    ):
+        assert got.shape == want.shape and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+        assert (got * want).sum(axis=1).min() >= 0.99999
+
+
+# Names a python block uses without defining them (the reader's own data: a real clip, decoded here), and
+# what must hold after it ran.
+PYTHON_GLOBALS = {
+    ONNX_BLOCK: lambda: {"waveform": _clip_at(22050)},
+}
+PYTHON_CHECKS = {ONNX_BLOCK: _onnx_block_check}
+
+# Data scripts whose documented run takes minutes run with their documented arguments plus these (smaller
+# ones), from an empty folder: (extra arguments given the sandbox, rows the manifest must then list, a
+# program they need). Every row's file must exist.
+SMOKE = {
+    "python scripts/make_synthetic_digits.py runs/data/synthetic-digits": (
+        lambda box: ["--variants", "m3", "f2", "--val-variants", "f2", "--digits", "3", "7", "--takes", "1"],
+        4,
+        "espeak-ng",
+    ),
+    "python scripts/make_timbre_variants.py runs/data/timbre-val": (
+        lambda box: ["--recipe", str(_timbre_recipe(box)), "--variants", "1"],
+        5,  # the demo corpus's 5 FluidR3 notes
+        None,
+    ),
+}
+
+
+def _timbre_recipe(box: Path) -> Path:
+    """A recipe whose validation set `instruments-val` (the script's default) is the demo corpus's notes."""
+    import yaml
+
+    recipe = box / "timbre-recipe.yaml"
+    spec = {
+        "path": str(DEMO / "manifest.csv"),
+        "name": "instruments-val",
+        "include": {"dataset": ["instruments"]},
+    }
+    recipe.write_text(yaml.safe_dump({"val_manifest": [spec]}))
+    return recipe
+
 
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]+(\.\.\.)?$|^[A-Z]$|\.\.\.$|^PATH|^/data/|configs/my\.yaml")
 
@@ -424,7 +500,13 @@ def test_python_blocks_run(sandbox, monkeypatch):
         for old, new in plan:
             assert old in code, f"{key}: the substitution {old!r} no longer matches the block"
             code = code.replace(old, new)
-        exec(compile(code, key, "exec"), {})  # noqa: S102 - running the docs' own snippet is the point
+        for command in [c for c, o in COMMANDS.items() if o == f"before: {key}"]:  # the page's step before it
+            status, err = run_command(command, sandbox)
+            assert status == 0, f"{command}: {err}"
+        scope = PYTHON_GLOBALS.get(key, dict)()
+        exec(compile(code, key, "exec"), scope)  # noqa: S102 - running the docs' own snippet is the point
+        if key in PYTHON_CHECKS:
+            PYTHON_CHECKS[key](scope)
 
 
 def test_yaml_and_toml_blocks_parse(tmp_path):
@@ -447,10 +529,33 @@ def test_yaml_and_toml_blocks_parse(tmp_path):
             assert tomllib.loads(b.text)
 
 
+@pytest.mark.parametrize("command", [c for c, o in COMMANDS.items() if o == "smoke"])
+def test_documented_data_script_runs_in_smoke_size(command, sandbox, tmp_path):
+    run_script_smoke(command, sandbox, tmp_path)
+
+
+def run_script_smoke(command: str, sandbox: Path, cwd: Path) -> None:
+    """A documented data script with its SMOKE arguments: exit 0, and a manifest whose files exist."""
+    extra, rows, program = SMOKE[command]
+    if program and shutil.which(program) is None and not os.environ.get("CI"):  # CI installs it
+        pytest.skip(f"{program} is not installed (Debian/Ubuntu: apt-get install -y {program})")
+    argv = shlex.split(command)
+    status, err = _run_python(cwd, [*argv[2:], *extra(sandbox)], script=str(ROOT / argv[1]))
+    assert status == 0, err
+    manifest = cwd / argv[2] / "manifest.csv"
+    with open(manifest, newline="") as f:
+        listed = [r["path"] for r in csv.DictReader(f)]
+    assert len(listed) == rows and all((manifest.parent / p).is_file() for p in listed), listed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _cases(slow=True))
 def test_documented_recipe_runs_in_smoke_size(command, sandbox, tmp_path):
-    """Training recipes, 2 steps on the demo clips (the recipes' own data is ../shared/data)."""
+    """Training recipes, 2 steps on the demo clips (the recipes' own data is ../shared/data); data scripts
+    that need a system program (espeak-ng) in SMOKE size."""
+    if command in SMOKE:
+        run_script_smoke(command, sandbox, tmp_path)
+        return
     argv = shlex.split(command)[1:]
     run_dir = tmp_path / "run"
     argv[argv.index("--run-dir") + 1] = str(run_dir)
