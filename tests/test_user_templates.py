@@ -76,7 +76,8 @@ def test_demo_fills_a_models_own_template_literally(mini, tmp_path):
     model = tmp_path / "mini"
     shutil.copytree(bundled_model_dir("openclap-mini"), model)
     template = HOSTILE[0]
-    (model / "templates.json").write_text(json.dumps({"default": "{}", "esc10": template}))
+    # no esc10 entry: the model's "default" prompt is esc10's (the demo's own prompt only without one)
+    (model / "templates.json").write_text(json.dumps({"default": template, "fsdd": "{}"}))
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     rows = "".join(f"{c.name},{c.stem.split('-')[-1]},esc10,a sound\n" for c in CLIPS)

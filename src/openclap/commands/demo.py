@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     model = openclap.load(
         args.model, checkpoint=args.checkpoint, tokenizer=args.tokenizer, device=args.device
     )
-    templates = _model_templates(args.model)
+    # each set's prompt from the model's templates.json (read by openclap.load), else its "default", else ours
+    own = model.templates
+    templates = {d: own.get(d, own.get("default", TEMPLATE)) for d in LABEL_SETS}
     report = [f"# openclap demo\n\nModel: `{args.model}` — {len(clips)} clips from `{folder}`.\n"]
     print(f"openclap demo: model {args.model}, {len(clips)} clips")
 
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         members = [i for i, c in enumerate(clips) if c.dataset == dataset]
         if not members:
             continue
-        template = templates.get(dataset, TEMPLATE)
+        template = templates[dataset]
         text = model.embed_text([fill_template(template, label) for label in labels])
         sims = audio[members] @ text.T
         for row, i in zip(sims, members):
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 ]
             )
     lines = _table(rows, ["clip", "set", "true label", "predicted", "cosine", "right"])
-    used = ", ".join(f"{d}: '{templates.get(d, TEMPLATE)}'" for d in LABEL_SETS)
+    used = ", ".join(f"{d}: '{templates[d]}'" for d in LABEL_SETS)
     summary = f"zero-shot: {correct} of {len(rows)} right (prompts: {used})"
     print("\n" + "\n".join(lines) + "\n" + summary)
     report += ["## Zero-shot classification\n", summary + "\n", "```", *lines, "```\n"]
@@ -173,19 +175,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.md").write_text("\n".join(report))
     print(f"\nopenclap demo: done in {elapsed:.1f} s; report: {out / 'report.md'}, heatmap: {heatmap}")
     return EXIT_OK
-
-
-def _model_templates(name_or_dir: str) -> dict[str, str]:
-    """Per-set prompt templates a model directory recommends (``templates.json``), if any."""
-    import json
-
-    from openclap.registry import bundled_model_dir
-
-    folder = Path(name_or_dir) if Path(name_or_dir).is_dir() else bundled_model_dir(name_or_dir)
-    path = folder / "templates.json" if folder is not None else None
-    if path is None or not path.is_file():
-        return {}
-    return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, str) and "{}" in v}
 
 
 def _write_heatmap(sim, rows: list[str], cols: list[str], path: Path) -> None:
