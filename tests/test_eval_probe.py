@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,20 +79,45 @@ def test_stratified_folds_are_balanced_and_deterministic():
 
 
 def test_linear_probe_end_to_end_on_real_clips(shared_data):
+    """linear_probe's scores equal the probe recomputed here on the pipeline's embeddings of the same files,
+    with labels read from the manifest's ``label`` column (so a misaligned embedding or target row shows)."""
+    import csv
+
     import openclap.pipeline
 
-    pipeline = openclap.pipeline.load("tiny")
+    pipeline = openclap.pipeline.load("openclap-mini")  # trained: embeddings a probe can classify
     manifest = shared_data / "esc10" / "manifest.csv"
     train = evenly_spaced(Manifest().load(manifest, split="train"), 20)
     test = evenly_spaced(Manifest().load(manifest, split="test"), 10)
+    with open(manifest, newline="", encoding="utf-8") as f:
+        label_of = {Path(r["path"]).name: r["label"] for r in csv.DictReader(f)}
+    classes = [c.replace(" ", "_") for c in train.classes]
+
+    def xy(dataset):
+        x = np.asarray(pipeline.embed_audio([str(it.path) for it in dataset.items]))
+        return x, np.array([classes.index(label_of[Path(it.path).name]) for it in dataset.items])
+
+    (x_train, y_train), (x_test, y_test) = xy(train), xy(test)
+    assert len(set(y_train)) >= 5  # several classes: a shifted target row changes the score
+    params = train_logistic(x_train, y_train, len(classes), False, ProbeConfig())
+    expected = float(np.mean(predict_scores(x_test, params).argmax(1) == y_test))
+
     result = linear_probe(pipeline, train, test_dataset=test)
     assert result.metric == "accuracy" and result.fold_names == ["test"]
-    assert 0.0 <= result.mean <= 1.0 and result.std == 0.0
+    assert expected >= 0.5  # informative (chance 0.1): a misaligned row changes the score
+    assert result.mean == pytest.approx(expected, abs=1e-9) and result.std == 0.0
     assert result.num_evaluated == 30 and result.excluded["count"] == 0
-    folds = linear_probe(pipeline, train, config=ProbeConfig(num_folds=4))  # train split: folds 1-2 present
-    assert folds.protocol.startswith("official folds") and len(folds.fold_scores) == len(
-        {i.fold for i in train.items}
-    )
+
+    folds = linear_probe(pipeline, train, config=ProbeConfig(num_folds=4))  # train split: official folds
+    fold_of = [str(it.fold) for it in train.items]
+    names, scores = [], []
+    for name in sorted(set(fold_of)):  # leave one fold out, by hand
+        held = np.array([f == name for f in fold_of])
+        p = train_logistic(x_train[~held], y_train[~held], len(classes), False, ProbeConfig())
+        names.append(name)
+        scores.append(float(np.mean(predict_scores(x_train[held], p).argmax(1) == y_train[held])))
+    assert folds.protocol.startswith("official folds") and folds.fold_names == names
+    assert folds.fold_scores == pytest.approx(scores, abs=1e-9)
     d = folds.as_dict()
-    assert d["metrics"]["accuracy"] == pytest.approx(np.mean(folds.fold_scores))
-    assert d["metrics"]["accuracy_std"] == pytest.approx(np.std(folds.fold_scores))
+    assert d["metrics"]["accuracy"] == pytest.approx(np.mean(scores))
+    assert d["metrics"]["accuracy_std"] == pytest.approx(np.std(scores))
