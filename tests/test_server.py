@@ -303,14 +303,13 @@ def test_serve_command_in_subprocess(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = (
-        "import sys; from openclap import cli; "
-        "cli.COMMAND_MODULES = tuple(dict.fromkeys(cli.COMMAND_MODULES + ('openclap.commands.serve',))); "
-        "sys.exit(cli.main(sys.argv[1:]))"
-    )
+    # The installed console script (pyproject's [project.scripts]) as a user starts it, nothing patched; where
+    # the interpreter's folder holds no script (a user-site install), the same cli.main via `python -m openclap`.
+    script = Path(sys.executable).with_name("openclap")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "openclap"]
     env = {**os.environ, "OPENCLAP_TOKEN": TOKEN}
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--model", "tiny", "--port", str(port)],
+        [*command, "serve", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
