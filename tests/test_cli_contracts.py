@@ -98,6 +98,22 @@ def test_random_weights_only_by_name_and_said_in_the_output(tmp_path, capsys, ca
     assert json.loads(capsys.readouterr().out)["model"]["random_weights"] is True
 
 
+def test_results_of_random_weights_say_so(tmp_path, capsys):
+    """classify and caption --json rows, and an index's index.json, carry random_weights when the model
+    has seeded random weights (asked for by name), and only then."""
+    for model, expected in (("tiny", True), ("openclap-mini", None)):
+        assert main(["classify", str(DOG), "--labels", "dog", "rain", "--model", model, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out).get("random_weights") is expected, model
+        out = tmp_path / f"idx-{model}"
+        assert (
+            main(["index", "build", str(DOG), "--model", model, "--out", str(out), "--num-workers", "0"]) == 0
+        )
+        assert json.loads((out / "index.json").read_text()).get("random_weights") is expected, model
+        capsys.readouterr()
+    assert main(["caption", str(DOG), "--model", "clapcap-tiny", "--json", "--greedy"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["random_weights"] is True
+
+
 def test_captioner_without_weights_fails_naming_the_download(offline_hub, tmp_path, capsys):
     from openclap.caption import load_captioner
 

@@ -102,6 +102,7 @@ def test_health_page_and_no_cors(server):
         r.status_code == 200
         and r.json()["embed_dim"] == 64
         and r.json()["index_rows"] == len(list(DEMO.glob("*.flac"))[:10])
+        and r.json()["random_weights"] is True  # the `tiny` preset: the service says so
     )
     assert "access-control-allow-origin" not in r.headers
     page = httpx.get(server.url + "/")
@@ -178,6 +179,7 @@ def test_classify_defaults_to_the_models_own_prompt(tmp_path):
             upload = {"file": (clip.name, clip.read_bytes())}
             default = c.post("/classify", files=upload, data={"labels": labels})
             explicit = c.post("/classify", files=upload, data={"labels": labels, "template": "{}"})
+            assert c.get("/health").json()["random_weights"] is False  # trained weights
     finally:
         live.stop()
     assert default.status_code == 200 and explicit.status_code == 200, (default.text, explicit.text)

@@ -172,6 +172,8 @@ def job_identity(
 ) -> dict:
     """What must be equal for earlier results in an output directory to be reused (plus where from)."""
     plan = window_plan(pipeline, options.hop_seconds, options.block_seconds)
+    # seeded random weights (a preset asked for by name) stay visible in job.json and index.json
+    random = {"random_weights": True} if getattr(pipeline, "random_weights", False) else {}
     return {
         "model": model_name or pipeline.config.name,
         "checkpoint": checkpoint,
@@ -181,6 +183,7 @@ def job_identity(
         "sample_rate": plan.sample_rate,
         "window_seconds": plan.num_samples / plan.sample_rate,
         "hop_seconds": plan.hop_samples / plan.sample_rate,
+        **random,
     }
 
 

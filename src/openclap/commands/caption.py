@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
             d = r.to_dict()
             d["path"] = d.pop("source")
             d.pop("error")
+            if captioner.random_weights:  # asked for by name (clapcap-tiny): each result says so
+                d["random_weights"] = True
             print(json.dumps(d))
             continue
         print(f"{r.source}\t{r.caption}")

@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"path": r.source, "error": r.error}))
             continue
         if args.json:
-            print(
-                json.dumps({"path": r.source, "labels": r.labels, "scores": [round(s, 6) for s in r.scores]})
-            )
+            row = {"path": r.source, "labels": r.labels, "scores": [round(s, 6) for s in r.scores]}
+            if model.random_weights:  # asked for by name (e.g. --model tiny): each result says so
+                row["random_weights"] = True
+            print(json.dumps(row))
         else:
             best = "  ".join(f"{label} {score:.3f}" for label, score in zip(r.labels, r.scores))
             print(f"{r.source}\t{best}")

@@ -428,6 +428,7 @@ def create_app(pipeline, index=None, settings: ServerSettings | None = None) -> 
         return {
             "status": "ok",
             "model": pipeline.config.name,
+            "random_weights": bool(getattr(pipeline, "random_weights", False)),
             "embed_dim": int(pipeline.config.embed_dim),
             "sample_rate": pipeline.sample_rate,
             "index_rows": len(index) if index is not None else 0,
