@@ -148,12 +148,12 @@ COMMANDS = {
     "python scripts/make_synthetic_digits.py runs/data/synthetic-digits": "slow",  # espeak-ng
     "python scripts/make_timbre_variants.py runs/data/timbre-val": "smoke",
     "RECIPE=configs/openclap-mini-robust.yaml bash scripts/train_openclap_mini.sh runs/openclap-mini-robust": (
-        "skip: the robust recipe's full run (hours; evaluates on ../shared/data); tests/test_train.py parses "
-        "the recipe, and the two data scripts above run here"
+        "skip: the robust recipe's full run (hours; evaluates on ../shared/data); its train step runs in "
+        "smoke size (SCRIPT_RECIPES), the two data scripts above run here"
     ),
     "openclap eval zeroshot --manifest labels.csv --label-column label --split test": "ok",
     "bash scripts/train_openclap_mini.sh runs/openclap-mini --install": (
-        "skip: the full openclap-mini recipe (hours); its train step is the slow `openclap train` smoke run"
+        "skip: the full openclap-mini recipe (hours); its train step runs in smoke size (SCRIPT_RECIPES)"
     ),
     "openclap pretrain-audio configs/pretrain-audio/shared-data-7tasks.yaml --run-dir runs/pt": "slow",
     "openclap pretrain-audio configs/pretrain-audio/shared-data-7tasks.yaml --run-dir runs/pt --resume latest": (
@@ -571,6 +571,26 @@ def test_documented_recipe_runs_in_smoke_size(command, sandbox, tmp_path):
         )
         argv[argv.index("init_audio=runs/pt/final")] = f"init_audio={tmp_path / 'pt' / 'final'}"
     assert main([*argv, *smoke_overrides(argv[0], sandbox)]) == 0
+
+
+# The training recipe each skipped script runs (its `openclap train` step), run here in smoke size.
+SCRIPT_RECIPES = {
+    "bash scripts/train_openclap_mini.sh runs/openclap-mini --install": "configs/openclap-mini.yaml",
+    "RECIPE=configs/openclap-mini-robust.yaml bash scripts/train_openclap_mini.sh runs/openclap-mini-robust": (
+        "configs/openclap-mini-robust.yaml"
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(SCRIPT_RECIPES))
+def test_recipe_of_a_skipped_script_trains_in_smoke_size(command, sandbox, tmp_path):
+    assert COMMANDS[command].startswith("skip:") and SCRIPT_RECIPES[command] in command + " " + (
+        (ROOT / "scripts/train_openclap_mini.sh").read_text()  # the script's default RECIPE
+    )
+    argv = ["train", str(ROOT / SCRIPT_RECIPES[command]), "--run-dir", str(tmp_path / "run")]
+    assert main([*argv, *smoke_overrides("train", sandbox)]) == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
 def smoke_overrides(command: str, sandbox: Path) -> list[str]:
