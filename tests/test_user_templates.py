@@ -129,3 +129,22 @@ def test_trainer_rejects_a_zero_shot_template_without_exactly_one_slot():
 
     with pytest.raises(TrainConfigError, match="exactly once"):
         ManifestSpec(path="x.csv", template="{} and {}")
+
+
+def test_recipe_extra_captions_fill_columns_by_plain_substitution(tmp_path):
+    """A recipe's extra_captions name manifest columns ({label}); anything else in braces is an error
+    naming the template, where str.format read attributes ({label.__class__}) or padded ({label:>9})."""
+    from openclap_train.config import ManifestSpec
+    from openclap_train.data import read_manifest
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,caption,label,fold\n{CLIPS[2]},waves,sea_waves,4\n")
+
+    def extras(template: str) -> tuple[str, ...]:
+        spec = ManifestSpec(path=str(manifest), extra_captions=[template], extra_caption_prob=0.5)
+        return read_manifest(spec)[0].extras
+
+    assert extras("<{label}, fold {fold}>") == ("<sea waves, fold 4>",)
+    for template in ("{label.__class__}", "{label:>9}", "{label!r}", "{0}", "{label"):
+        with pytest.raises(ValueError, match=r"extra caption .* cannot be filled"):
+            extras(template)

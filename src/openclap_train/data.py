@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import random
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,15 +70,34 @@ def display_value(value: Any) -> str:
     return clean_class_name(str(value))
 
 
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def fill_columns(template: str, values: dict[str, str]) -> str:
+    """``template`` with each ``{column}`` replaced by that column's value: plain substitution, never
+    ``str.format`` (a recipe's ``{label.__class__}`` or ``{label:>99999999}`` would run); a field that
+    is not a column name raises ``ValueError``."""
+
+    def one(m: re.Match) -> str:
+        if m.group(1) not in values:
+            raise ValueError(f"{{{m.group(1)}}} is not a column")
+        return values[m.group(1)]
+
+    if "{" in _FIELD.sub("", template) or "}" in _FIELD.sub("", template):
+        raise ValueError("unpaired brace")
+    return _FIELD.sub(one, template)
+
+
 def _extra_captions(spec: ManifestSpec, row: dict[str, Any], where: str) -> tuple[str, ...]:
+    values = {k: display_value(v) for k, v in row.items() if k is not None}
     out = []
     for template in spec.extra_captions:
         try:
-            out.append(template.format(**{k: display_value(v) for k, v in row.items() if k is not None}))
-        except (KeyError, IndexError, ValueError) as exc:
+            out.append(fill_columns(template, values))
+        except ValueError as exc:
             raise ValueError(
                 f"{where}: extra caption {template!r} cannot be filled from the columns "
-                f"{sorted(k for k in row if k is not None)} ({exc!r}); name columns as {{label}}"
+                f"{sorted(values)} ({exc}); name columns as {{label}}"
             ) from exc
     return tuple(out)
 
