@@ -179,7 +179,7 @@ def test_missing_clap_run_is_one_error_line_naming_the_path_and_the_fix(
     """`python -m openclap_train.captioning` on the shipped recipe before its CLAP run exists (issue 19)."""
     recipe = Path(__file__).resolve().parents[1] / "configs" / "caption-small-shared-data.yaml"
     monkeypatch.chdir(tmp_path)
-    assert main([str(recipe), "--run-dir", "runs/caption-small"]) == 2
+    assert main([str(recipe), "--run-dir", "runs/caption-small", "--no-progress"]) == 2
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if " error: " in x]
     assert len(lines) == 1 and "Traceback" not in err, err

@@ -771,17 +771,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     cfg = build(CaptionTrainConfig, data, where=str(args.config))
+    progress = bool(getattr(args, "progress", None))  # off unless asked for (`openclap train` has no flag)
     if getattr(args, "eval_only", False):
-        ev = evaluate_saved_run(cfg, args.run_dir, progress=getattr(args, "progress", False))
+        ev = evaluate_saved_run(cfg, args.run_dir, progress=progress)
         if ev.get("validation"):
             print(f"decoding chosen on validation: {ev['validation']['chosen']}")
         if "model" in ev:
             m, b = ev["model"], ev["nearest_caption_baseline"]
             print(f"test CIDEr-D {m['cider_d']:.3f} vs nearest-caption baseline {b['cider_d']:.3f}")
         return 0
-    result = train_captioning(
-        cfg, args.run_dir, resume=args.resume, progress=getattr(args, "progress", False)
-    )
+    result = train_captioning(cfg, args.run_dir, resume=args.resume, progress=progress)
     if result.eval.get("validation"):
         print(f"decoding chosen on validation: {result.eval['validation']['chosen']}")
     if "model" in result.eval:
@@ -793,14 +792,13 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m openclap_train.captioning CONFIG --run-dir DIR [--resume latest]``."""
-    parser = argparse.ArgumentParser(prog="openclap_train.captioning", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="YAML captioning recipe (task: captioning)")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint file")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--progress", action="store_true")
+    from openclap.cli import add_progress_argument, add_recipe_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="python -m openclap_train.captioning", description=__doc__.split("\n")[0]
+    )
+    add_recipe_arguments(parser, example="configs/caption-small-shared-data.yaml (task: captioning)")
+    add_progress_argument(parser)  # --progress / --no-progress, as every openclap command
     parser.add_argument(
         "--eval-only",
         action="store_true",
