@@ -189,6 +189,44 @@ def test_default_chunk_bounds_memory_for_a_large_gallery(monkeypatch):
     assert max(seen) <= 20_000 and len(seen) > 2
 
 
+def test_scores_from_ranks_at_the_cutoff_and_beyond_by_hand():
+    """First relevant ranks 1, 2, 5 (= k) and 7 (> k), k = 5; the third query has a second relevant item at 6."""
+    inf = math.inf
+    ranks = torch.tensor([[1.0, inf], [2.0, inf], [5.0, 6.0], [7.0, inf]])
+    out = M.retrieval_scores_from_ranks(ranks, ks=(1, 5))
+    assert set(out) == {"R@1", "R@5", "mAP@5", "MRR@5", "median_rank", "mean_rank"}
+    assert out["R@1"] == 0.25 and out["R@5"] == 0.75  # rank 5 counts at k = 5
+    assert out["MRR@5"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 0) / 4)
+    # AP@5 = (1 / min(R, 5)) * sum of P@i over hits within 5: 1, 1/2, (1/5) / 2, 0
+    assert out["mAP@5"] == pytest.approx((1 + 1 / 2 + 1 / 10 + 0) / 4)
+    assert out["mean_rank"] == pytest.approx((1 + 2 + 5 + 7) / 4)
+    assert out["median_rank"] == 2.0  # torch's median: the lower of the two middle values
+
+
+def test_retrieval_result_counts_and_custom_ks():
+    sim = np.array([[0.9, 0.1, 0.3], [0.5, 0.8, 0.3]])  # 2 clips, 3 captions
+    r = M.retrieval_metrics_from_similarity(sim, [0, 1, 1], ks=(1, 2))
+    assert (r.num_audio, r.num_text) == (2, 3)
+    assert set(r.text_to_audio) == set(r.audio_to_text) == {
+        "R@1", "R@2", "mAP@2", "MRR@2", "median_rank", "mean_rank"
+    }  # fmt: skip
+    assert r.as_dict()["num_text"] == 3
+    assert M.confusion_matrix([0, 1], [1, 1], 2).dtype == np.int64  # counts, not floats
+
+
+def test_retrieval_rejects_captions_of_clips_that_do_not_exist():
+    sim = np.zeros((2, 3))
+    for bad in ([0, 1, 2], [0, 1, -1]):  # one past the last clip; negative (would wrap to the last clip)
+        with pytest.raises(ValueError, match=r"\[0, 2\)"):
+            M.retrieval_metrics_from_similarity(sim, bad)
+    with pytest.raises(ValueError, match="2 entries but there are 3 texts"):
+        M.retrieval_metrics_from_similarity(sim, [0, 1])
+    with pytest.raises(ValueError, match="equal D"):
+        M.retrieval_metrics(np.zeros(3), np.zeros((2, 3)), [0, 1])
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        M.mean_average_precision(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
 def test_retrieval_rejects_bad_input():
     with pytest.raises(ValueError, match="no caption"):
         M.retrieval_metrics_from_similarity(np.zeros((3, 2)), [0, 1])
