@@ -190,6 +190,43 @@ def test_bert_tokenizer_and_cls_pooling(tmp_path):
     torch.testing.assert_close(pooled, hidden[:, 0], atol=0, rtol=0)
 
 
+@torch.no_grad()
+def test_every_pooling_rule_by_hand():
+    """Each pooling of a BERT tower against the hidden states picked by hand, on right-padded rows of
+    different lengths (5 and 3 real tokens, pad id 0)."""
+    ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 9, 3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    transformer = dict(SMALL_BERT, vocab_size=len(BERT_WORDS))
+    torch.manual_seed(0)
+    ref = TextEncoder(TextConfig(encoder="bert", pooling="pooler", transformer=transformer)).eval()
+    out = ref.model(input_ids=ids, attention_mask=mask)
+    hidden = out.last_hidden_state
+    expected = {
+        "cls": hidden[:, 0],
+        "mean": torch.stack([hidden[0, :5].mean(0), hidden[1, :3].mean(0)]),
+        "last": torch.stack([hidden[0, 4], hidden[1, 2]]),
+        "count_nonpad": torch.stack([hidden[0, 4], hidden[1, 2]]),
+        "pooler": out.pooler_output,
+    }
+    for pooling, want in expected.items():
+        enc = TextEncoder(TextConfig(encoder="bert", pooling=pooling, transformer=transformer)).eval()
+        enc.load_state_dict(ref.state_dict())
+        torch.testing.assert_close(enc(ids, mask), want, atol=1e-6, rtol=0, msg=pooling)
+        # the pooler trains only when it is the pooling (LAION); otherwise it is frozen (msclap-2022)
+        assert enc.model.pooler.dense.weight.requires_grad == (pooling == "pooler")
+    assert not torch.allclose(expected["mean"], expected["cls"])  # the rules differ on these rows
+    assert ref.max_positions == 64 and ref.width == 32
+    roberta = dict(transformer, max_position_embeddings=66, pad_token_id=1)
+    assert TextEncoder(TextConfig(encoder="roberta", pooling="cls", transformer=roberta)).max_positions == 64
+    assert TextEncoder(TextConfig(transformer=SMALL_GPT2)).max_positions == 128
+    with pytest.raises(ValueError, match=r"\(2, 6\) and \(2, 5\)"):
+        ref(ids, mask[:, :5])
+    with pytest.raises(ValueError, match="must both be"):
+        ref(ids[0], mask[0])
+    with pytest.raises(ValueError, match="exceeds the bert position limit 64"):
+        ref(torch.ones(1, 65, dtype=torch.long), torch.ones(1, 65, dtype=torch.long))
+
+
 @pytest.mark.parametrize("encoder", ["gpt2", "bert"])
 @torch.no_grad()
 def test_sdpa_matches_eager(encoder, tmp_path):
@@ -232,8 +269,10 @@ def test_load_transformer_weights(tmp_path):
 
 
 def test_encoder_rejects_bad_config():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="pooling='pooler' needs a BERT/RoBERTa encoder, got 'gpt2'"):
         TextEncoder(TextConfig(transformer=dict(SMALL_GPT2), pooling="pooler"))
+    with pytest.raises(ValueError, match="attn_implementation must be 'sdpa' or 'eager', got 'flash'"):
+        TextEncoder(TextConfig(transformer=dict(SMALL_GPT2)), attn_implementation="flash")
     cfg = TextConfig(transformer=dict(SMALL_GPT2, n_positions=8), max_length=77, padding="max_length")
     enc = TextEncoder(cfg)
     batch = TextTokenizer(cfg)(["a dog"])
