@@ -1,4 +1,4 @@
-"""Search index: exact chunked top-k, FAISS HNSW above the threshold, add/remove, save/load, CLI."""
+"""Search index: exact chunked top-k, size-chosen FAISS index above the threshold, add/remove, save/load, CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ import torch
 import openclap
 from openclap import cli
 from openclap.bulk import EmbedOptions
-from openclap.index import IndexRow, SearchIndex, build_index_from_files, check_model, exact_top_k
+from openclap.index import (
+    IndexPlan,
+    IndexRow,
+    SearchIndex,
+    build_index_from_files,
+    check_model,
+    exact_top_k,
+    plan_index,
+)
 
 MY_COMMANDS = ("openclap.commands.embed", "openclap.commands.index", "openclap.commands.search")
 
@@ -51,7 +59,36 @@ def test_exact_top_k_matches_full_sort_in_blocks():
     assert np.allclose(scores, np.take_along_axis(full, ref, 1))
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_auto_index_choice_by_size_matches_exact_search():
+    """Below the threshold: exact; above: plan_index's IVF-SQ8, whose re-scored hits carry exact scores."""
+    pytest.importorskip("faiss")
+    vecs, queries = _clustered(4000, 64, seed=5), _clustered(40, 64, seed=6)
+    small = SearchIndex(vecs[:999], _rows(999), approximate_threshold=1000)
+    assert small.kind == "exact"
+    index = SearchIndex(vecs, _rows(4000), approximate_threshold=1000)
+    plan = plan_index(4000)
+    assert (
+        (index.kind, index.nlist, index.nprobe, index.refine)
+        == (plan.kind, 63, 16, 64)
+        == ("ivf-sq8", 63, 16, 64)
+    )
+    assert plan_index(1_000_000) == IndexPlan("ivf-sq8", 1000, 125, 64)
+    exact_scores, exact_ids = exact_top_k(vecs, queries, 10)
+    approx = index.search(queries, 10, unique_files=False)
+    recall = np.mean([len({h.row for h in a} & set(e)) / 10 for a, e in zip(approx, exact_ids)])
+    assert recall >= 0.95
+    for q, hits in zip(queries, approx):  # re-scored: each score is its row's exact inner product, best first
+        scores = [h.score for h in hits]
+        assert (
+            np.allclose(scores, vecs[[h.row for h in hits]] @ q, atol=1e-6) and scores == sorted(scores)[::-1]
+        )
+    assert (approx[0][0].row, approx[0][0].score) == (
+        exact_ids[0, 0],
+        pytest.approx(exact_scores[0, 0], abs=1e-6),
+    )
+
+
+@pytest.mark.parametrize("kind", ["ivf-sq8", "ivf", "hnsw"])
 def test_approximate_recall_save_load_add_remove(tmp_path, kind):
     pytest.importorskip("faiss")
     vecs = _clustered(3000, 48, seed=1)

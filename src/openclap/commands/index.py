@@ -71,9 +71,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument(
         "--approximate",
-        choices=("ivf", "hnsw"),
-        default="ivf",
-        help="FAISS index kind above the threshold: ivf (default, fast to build) or hnsw",
+        choices=("auto", "ivf-sq8", "ivf", "hnsw"),  # openclap.index.search_index.APPROXIMATE_KINDS
+        default="auto",
+        help="FAISS index kind above the threshold: auto (default: chosen by size, see "
+        "openclap.index.plan_index), ivf-sq8 (8-bit codes + exact re-scoring), ivf (float32 cells) or hnsw",
     )
     _embed_args(build)
     _model_args(build, "openclap-mini")

@@ -1,4 +1,4 @@
-"""Search indexes over audio embeddings: exact or FAISS HNSW, text-to-audio and audio-to-audio."""
+"""Search indexes over audio embeddings: exact or FAISS (size-chosen IVF-SQ8, IVF, HNSW), text-to-audio and audio-to-audio."""
 
 from openclap.index.builder import (
     add_files,
@@ -7,9 +7,10 @@ from openclap.index.builder import (
     check_model,
     load_pipeline_for,
 )
-from openclap.index.search_index import IndexRow, SearchHit, SearchIndex, exact_top_k
+from openclap.index.search_index import IndexPlan, IndexRow, SearchHit, SearchIndex, exact_top_k, plan_index
 
 __all__ = [
+    "IndexPlan",
     "IndexRow",
     "SearchHit",
     "SearchIndex",
@@ -19,4 +20,5 @@ __all__ = [
     "check_model",
     "exact_top_k",
     "load_pipeline_for",
+    "plan_index",
 ]

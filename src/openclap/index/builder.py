@@ -41,7 +41,7 @@ def build_index_from_embeddings(
     embed_dir: str | os.PathLike,
     out: str | os.PathLike,
     approximate_threshold: int = DEFAULT_THRESHOLD,
-    approximate: str = "ivf",
+    approximate: str = "auto",
 ) -> SearchIndex:
     """An index over every current row of an ``openclap embed`` output directory, saved to ``out``."""
     store = ChunkStore(embed_dir)
@@ -62,7 +62,7 @@ def build_index_from_files(
     out: str | os.PathLike,
     options: EmbedOptions | None = None,
     approximate_threshold: int = DEFAULT_THRESHOLD,
-    approximate: str = "ivf",
+    approximate: str = "auto",
     model_name: str | None = None,
     checkpoint: str | None = None,
 ) -> tuple[SearchIndex, EmbedReport]:

@@ -1,12 +1,17 @@
 """A text-to-audio (and audio-to-audio) search index over L2-normalised embeddings.
 
 Small collections are searched exactly (a chunked numpy matrix product, so memory stays bounded);
-from ``approximate_threshold`` rows on, a FAISS index (inner product) answers instead:
+from ``approximate_threshold`` rows on, a FAISS index (inner product) answers instead. Which one is
+``approximate``; the default ``"auto"`` takes :func:`plan_index`'s choice for the collection's size:
 
-* ``"ivf"`` (default): ``IndexIVFFlat`` with ``nlist ~ sqrt(R)`` k-means cells, ``nprobe`` of them
-  scanned per query. Builds in about a minute for a million 1024-d vectors on 2 cores.
-* ``"hnsw"``: ``IndexHNSWFlat`` (``hnsw_m`` links, ``ef_search``); faster queries at a given recall
-  on clustered data, but a build of a million vectors takes hours on 2 busy cores.
+* ``"ivf-sq8"`` (what ``"auto"`` picks): ``IndexIVFScalarQuantizer`` with 8-bit codes (a quarter of the
+  float32 bytes to scan per query) over ``nlist ~ sqrt(R)`` k-means cells, ``nprobe`` scanned; the
+  ``refine`` best candidates are re-scored exactly against our own float32 vectors, so scores are exact
+  inner products and FAISS holds no second float copy (1 byte per dimension instead of 4).
+* ``"ivf"``: ``IndexIVFFlat`` (the default before ``"auto"``): same cells, float32 copy inside FAISS.
+* ``"hnsw"``: ``IndexHNSWFlat`` (``hnsw_m`` links, ``ef_search``); a build of a million vectors takes
+  hours on 2 busy cores, and on high-dimensional data whose queries are not near the data (text
+  queries against audio) its recall at a given latency was below IVF's in benchmarks/search_index.py.
 
 Removing rows marks them deleted (filtered from results); the index is rebuilt without them once
 they exceed a quarter of it. Added rows go into the existing FAISS index.
@@ -39,11 +44,35 @@ INDEX_FILE = "index.json"
 VECTORS_FILE = "vectors.npy"
 ROWS_FILE = "rows.csv"
 FAISS_FILE = "ann.faiss"
-APPROXIMATE_KINDS = ("ivf", "hnsw")
+APPROXIMATE_KINDS = ("ivf-sq8", "ivf", "hnsw")
 EMBED_DIR = "embeddings"
 INDEX_ROW_FIELDS = ("path", "window", "start", "end", "duration", "size", "mtime_ns", "deleted")
 DEFAULT_THRESHOLD = 50_000
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """The approximate index for a collection: kind and its parameters (see :func:`plan_index`)."""
+
+    kind: str
+    nlist: int
+    nprobe: int
+    refine: int
+
+
+def plan_index(rows: int, top_k: int = 10) -> IndexPlan:
+    """The index ``approximate="auto"`` builds for ``rows`` vectors, chosen by benchmarks/search_index.py.
+
+    IVF with 8-bit codes and exact re-scoring. Cells: ``sqrt(rows)`` (k-means cost grows with cells x
+    rows; at 1M x 1024 on 2 cores it is minutes). Probes: an eighth of the cells, at least 16: at 1M
+    clustered 1024-d vectors with queries away from the data's centres, recall@10 went 0.83 / 0.91 / 0.96
+    at 16 / 64 / 128 of 1000 cells; 8-bit codes make the eighth affordable. Refine: the best
+    ``max(4 * top_k, 64)`` candidates by code score are re-scored exactly (8-bit scores reorder close
+    neighbours; re-scoring a few dozen float rows costs little next to the scan).
+    """
+    nlist = int(min(16384, max(8, round(rows**0.5))))
+    return IndexPlan("ivf-sq8", nlist, min(nlist, max(16, nlist // 8)), max(4 * top_k, 64))
 
 
 @dataclass
@@ -102,6 +131,18 @@ def exact_top_k(
     return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
+def _rescore(vectors: np.ndarray, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its candidate rows (-1 = none); best ``k`` first."""
+    scores = np.full((len(q), k), -np.inf, np.float32)
+    ids = np.full((len(q), k), -1, np.int64)
+    for i, (row, qq) in enumerate(zip(cand, q)):
+        row = np.unique(row[row >= 0])  # sorted: sequential reads when ``vectors`` is memory-mapped
+        s = np.asarray(vectors[row], dtype=np.float32) @ qq
+        best = np.argsort(-s, kind="stable")[:k]
+        scores[i, : len(best)], ids[i, : len(best)] = s[best], row[best]
+    return scores, ids
+
+
 def _import_faiss():
     try:
         import faiss
@@ -113,7 +154,7 @@ def _import_faiss():
 
 
 class SearchIndex:
-    """Vectors with their rows; exact or HNSW search; add, remove, save, load."""
+    """Vectors with their rows; exact or FAISS (IVF-SQ8 + exact re-scoring, IVF, HNSW) search; add, remove, save, load."""
 
     def __init__(
         self,
@@ -121,15 +162,16 @@ class SearchIndex:
         rows: Sequence[IndexRow],
         info: dict | None = None,
         approximate_threshold: int = DEFAULT_THRESHOLD,
-        approximate: str = "ivf",
+        approximate: str = "auto",
         nlist: int | None = None,
         nprobe: int | None = None,
+        refine: int | None = None,
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 128,
     ) -> None:
-        if approximate not in APPROXIMATE_KINDS:
-            raise ValueError(f"approximate must be one of {APPROXIMATE_KINDS}, got {approximate!r}")
+        if approximate != "auto" and approximate not in APPROXIMATE_KINDS:
+            raise ValueError(f"approximate must be 'auto' or one of {APPROXIMATE_KINDS}, got {approximate!r}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(rows):
             raise ValueError(f"need (R, D) vectors and R rows, got {vectors.shape} and {len(rows)} rows")
@@ -139,7 +181,8 @@ class SearchIndex:
         self.info.setdefault("embed_dim", int(vectors.shape[1]))
         self.approximate_threshold = approximate_threshold
         self.approximate = approximate
-        self.nlist, self.nprobe = nlist, nprobe
+        self.nlist, self.nprobe, self.refine = nlist, nprobe, refine
+        self._built_kind: str | None = None  # the FAISS kind built ("auto" resolved), None when exact
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self._faiss = None
         self._deleted = np.array([r.deleted for r in self.rows], dtype=bool)
@@ -152,8 +195,8 @@ class SearchIndex:
 
     @property
     def kind(self) -> str:
-        """ "ivf" or "hnsw" when a FAISS index answers queries, else "exact"."""
-        return self.approximate if self._faiss is not None else "exact"
+        """ "ivf-sq8", "ivf" or "hnsw" when a FAISS index answers queries, else "exact"."""
+        return self._built_kind if self._faiss is not None and self._built_kind else "exact"
 
     def __len__(self) -> int:
         """Number of live (not deleted) rows."""
@@ -174,24 +217,33 @@ class SearchIndex:
     def _build_faiss(self) -> None:
         faiss = _import_faiss()
         t0 = time.perf_counter()
-        if self.approximate == "hnsw":
+        n = len(self.vectors)
+        plan = plan_index(n)
+        kind = plan.kind if self.approximate == "auto" else self.approximate
+        if kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.ef_construction
         else:
-            n = len(self.vectors)
-            self.nlist = self.nlist or int(min(16384, max(8, round(n**0.5))))
-            self.nprobe = self.nprobe or min(self.nlist, max(16, self.nlist // 16))
+            self.nlist = self.nlist or plan.nlist
+            self.nprobe = self.nprobe or plan.nprobe
+            self.refine = self.refine or plan.refine
             quantizer = faiss.IndexFlatIP(self.dim)
-            index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            if kind == "ivf-sq8":
+                index = faiss.IndexIVFScalarQuantizer(
+                    quantizer, self.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                )
+            else:
+                index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(0)  # k-means on a seeded sample: the same index every time
             sample = rng.choice(n, size=min(n, 40 * self.nlist), replace=False)
             index.train(np.ascontiguousarray(self.vectors[np.sort(sample)]))
         for start in range(0, len(self.vectors), 65536):
             index.add(np.ascontiguousarray(self.vectors[start : start + 65536]))
         self._faiss = index
+        self._built_kind = kind
         logger.info(
             "built %s index over %d vectors in %.1f s",
-            self.approximate,
+            kind,
             len(self.vectors),
             time.perf_counter() - t0,
         )
@@ -226,12 +278,14 @@ class SearchIndex:
             mask = None if not self._deleted.any() else ~self._deleted
             return exact_top_k(self.vectors, q, k, mask)
         k = min(k, len(self.vectors))
-        if self.approximate == "hnsw":
+        if self._built_kind == "hnsw":
             self._faiss.hnsw.efSearch = max(self.ef_search, k)
-        else:
-            self._faiss.nprobe = self.nprobe
-        scores, ids = self._faiss.search(q, k)
-        return scores, ids
+            return self._faiss.search(q, k)
+        self._faiss.nprobe = self.nprobe
+        if self._built_kind != "ivf-sq8":
+            return self._faiss.search(q, k)
+        _, cand = self._faiss.search(q, min(max(k, self.refine or k), len(self.vectors)))
+        return _rescore(self.vectors, q, cand, k)
 
     def _hits(self, scores, ids, top_k: int, unique_files: bool, excluded: set[str]) -> list[SearchHit]:
         hits: list[SearchHit] = []
@@ -337,7 +391,7 @@ class SearchIndex:
             "files": len(self.paths()),
             "approximate_threshold": self.approximate_threshold,
             "approximate": self.approximate,
-            "ivf": {"nlist": self.nlist, "nprobe": self.nprobe},
+            "ivf": {"nlist": self.nlist, "nprobe": self.nprobe, "refine": self.refine},
             "hnsw": {"m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self.ef_search},
         }
         self.info = info
@@ -382,15 +436,17 @@ class SearchIndex:
         index.approximate_threshold = threshold
         index.approximate = info.get("approximate", "ivf")
         ivf = info.get("ivf", {})
-        index.nlist, index.nprobe = ivf.get("nlist"), ivf.get("nprobe")
+        index.nlist, index.nprobe, index.refine = ivf.get("nlist"), ivf.get("nprobe"), ivf.get("refine")
         index.hnsw_m = int(hnsw.get("m", 32))
         index.ef_construction = int(hnsw.get("ef_construction", 80))
         index.ef_search = int(hnsw.get("ef_search", 128))
         index._deleted = np.array([r.deleted for r in rows], dtype=bool)
         index._faiss = None
+        index._built_kind = None
         if (d / FAISS_FILE).is_file() and info.get("kind") in APPROXIMATE_KINDS:
             faiss = _import_faiss()
             index._faiss = faiss.read_index(str(d / FAISS_FILE))
+            index._built_kind = info["kind"]
             if index._faiss.ntotal != len(vectors):
                 raise ValueError(
                     f"{d / FAISS_FILE} holds {index._faiss.ntotal} vectors, {VECTORS_FILE} {len(vectors)}; rebuild the index"
