@@ -23,6 +23,7 @@ import torch
 import openclap
 from openclap.cli import build_parser
 from openclap.cli import main as cli_main
+from openclap.compiled import compile_cache_dir
 from openclap.pipeline import ClapPipeline
 
 BF16_MIN_COSINE = 0.999
@@ -139,11 +140,35 @@ def test_reduced_precision_on_cuda(dtype: str, esc_clips: list[str]) -> None:
     _check_close(fp32.embed_text(PROMPTS), low.embed_text(PROMPTS), BF16_MIN_COSINE)
 
 
-@pytest.mark.slow  # compiling tiny's HTSAT and GPT-2: ~3 min on 2 loaded cores, ~1 min with a warm inductor cache
-def test_compiled_matches_eager(esc_clips: list[str]) -> None:
+def test_compile_cache_is_keyed_by_weights_and_device(tmp_path, monkeypatch) -> None:
+    """Compiled packages of other weights (or another device) are never reused: the key changes with them."""
+    monkeypatch.setenv("OPENCLAP_COMPILE_CACHE", str(tmp_path))
+    model = openclap.load("tiny", pretrained=False).model
+    key = compile_cache_dir(model, torch.device("cpu"))
+    assert key.parent == tmp_path and key == compile_cache_dir(copy.deepcopy(model), torch.device("cpu"))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.text_encoder.parameters()).view(-1)[0] *= -1  # one weight's sign
+    assert compile_cache_dir(other, torch.device("cpu")) != key
+    assert compile_cache_dir(model, torch.device("meta")) != key
+
+
+@pytest.mark.slow  # AOT-compiling tiny's HTSAT and GPT-2: ~6 min on 2 loaded cores (once; the second load reads it)
+def test_compiled_matches_eager(esc_clips: list[str], tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("OPENCLAP_COMPILE_CACHE", str(tmp_path))
     eager = openclap.load("tiny", pretrained=False)
     compiled = openclap.load("tiny", pretrained=False, compile=True)
     assert compiled.compiled and not eager.compiled
+    packages = sorted(tmp_path.glob("*/*.pt2"))
+    assert [p.name for p in packages] == ["audio.pt2", "text.pt2"]
+    stamps = [p.stat().st_mtime_ns for p in packages]
+    caplog.clear()
+    again = openclap.load(
+        "tiny", pretrained=False, compile=True
+    )  # a second process's path: loads, no compile
+    assert [p.stat().st_mtime_ns for p in packages] == stamps and "compiling" not in caplog.text
+    np.testing.assert_allclose(again.embed_audio(esc_clips[:3]), eager.embed_audio(esc_clips[:3]), atol=1e-4)
+    np.testing.assert_allclose(again.embed_text(PROMPTS[:1]), eager.embed_text(PROMPTS[:1]), atol=1e-4)
     np.testing.assert_allclose(
         compiled.embed_audio(esc_clips[:3]), eager.embed_audio(esc_clips[:3]), atol=1e-4
     )

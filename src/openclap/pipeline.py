@@ -150,14 +150,22 @@ class ClapPipeline:
 
         Embeddings stay float32 and L2-normalised, and the log-mel front end stays exact and eager (it
         turns autocast off inside). ``dtype`` is a numeric setting of the same model, not another model:
-        the model fingerprint that bulk jobs and indexes check does not change with it. Compiling happens
-        on first use and cannot be undone (``compile=False`` leaves compiled encoders compiled).
+        the model fingerprint that bulk jobs and indexes check does not change with it. In float32,
+        ``compile=True`` loads the encoders as AOTInductor packages from a per-model, per-machine cache,
+        compiling them first when missing (minutes, once; ``openclap.compiled``); with ``dtype`` bfloat16 or
+        float16 it wraps them in ``torch.compile`` (compiled on first use, in every process). Either way it
+        cannot be undone (``compile=False`` leaves compiled encoders compiled).
         """
         self.model.autocast_dtype = _autocast_dtype(dtype, self.device)
         self.dtype = dtype
         if compile and not self.compiled:
-            _compile_forward(self.model.audio_encoder, "audio encoder")
-            _compile_forward(self.model.text_encoder, "text encoder")
+            if dtype == "float32":  # compile once per model and machine (openclap.compiled)
+                from openclap.compiled import compile_once
+
+                compile_once(self.model, self.device)
+            else:  # autocast graphs: torch.compile in this process (AOT packages are float32 graphs)
+                _compile_forward(self.model.audio_encoder, "audio encoder")
+                _compile_forward(self.model.text_encoder, "text encoder")
             self.compiled = True
         return self
 
@@ -454,8 +462,8 @@ def load(
     A preset with published weights and no ``checkpoint`` fetches them (hub cache first) unless
     ``pretrained=False``, which gives seeded random weights (tests, benchmarks, training from scratch).
     ``dtype`` ("float32", "bfloat16" on CPU or CUDA, "float16" on CUDA) runs the encoders under
-    autocast; ``compile=True`` wraps them in ``torch.compile`` (compiled on first use). ``int8=True``
-    (CPU, float32, no compile) quantizes the Linear layers to int8 with per-channel weights, keeping the
+    autocast; ``compile=True`` compiles them (float32: once per model and machine, ``openclap.compiled``).
+    ``int8=True`` (CPU, float32, no compile) quantizes the Linear layers to int8 with per-channel weights, keeping the
     accuracy-sensitive ones in fp32 (``openclap.bulk.speed.quantize_int8``). See
     ``ClapPipeline.configure`` and docs/inference.md for speed and accuracy.
     """

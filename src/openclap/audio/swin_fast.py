@@ -104,7 +104,12 @@ def block_stream_rows(block: SwinBlock, batch: int) -> Tensor:
 def _regather(x: Tensor, rows: Tensor, inverse: Tensor | None) -> Tensor:
     """Reorder stream rows: ``rows`` are raster rows wanted, ``inverse`` maps raster row -> row of ``x``."""
     index = rows if inverse is None else inverse[rows]
-    if index.numel() == x.shape[0] and torch.equal(index, torch.arange(x.shape[0], device=index.device)):
+    # The identity check reads the index's values: skipped while compiling/exporting (data-dependent).
+    if (
+        not torch.compiler.is_compiling()
+        and index.numel() == x.shape[0]
+        and torch.equal(index, torch.arange(x.shape[0], device=index.device))
+    ):
         return x  # already in this order (e.g. one window covering the map)
     return x.index_select(0, index)
 
