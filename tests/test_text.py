@@ -225,6 +225,7 @@ def test_every_pooling_rule_by_hand():
         ref(ids[0], mask[0])
     with pytest.raises(ValueError, match="exceeds the bert position limit 64"):
         ref(torch.ones(1, 65, dtype=torch.long), torch.ones(1, 65, dtype=torch.long))
+    assert ref(torch.ones(1, 64, dtype=torch.long), torch.ones(1, 64, dtype=torch.long)).shape == (1, 32)
 
 
 @pytest.mark.parametrize("encoder", ["gpt2", "bert"])
@@ -247,6 +248,7 @@ def test_sdpa_matches_eager(encoder, tmp_path):
     eager = TextEncoder(cfg, pad_token_id=tok.pad_token_id, attn_implementation="eager").eval()
     eager.load_state_dict(sdpa.state_dict())
     assert sdpa.attn_implementation == "sdpa"
+    assert eager.model.config._attn_implementation == "eager"  # the backend asked for is the one built
     batch = tok(["a dog barking", "rain, rain, a dog"])
     torch.testing.assert_close(sdpa(**batch), eager(**batch), atol=1e-5, rtol=0)
 
@@ -266,6 +268,20 @@ def test_load_transformer_weights(tmp_path):
         bigger.load_transformer_weights(tmp_path / "gpt2")
     with pytest.raises(FileNotFoundError):
         enc.load_transformer_weights(tmp_path / "nowhere")
+    # BERT: the pooler comes along (msclap-2022 / LAION checkpoints hold it); another shape is refused
+    from transformers import BertConfig, BertModel
+
+    bert = dict(SMALL_BERT, vocab_size=len(BERT_WORDS))
+    BertModel(BertConfig(**bert), add_pooling_layer=True).save_pretrained(tmp_path / "bert")
+    enc = TextEncoder(TextConfig(encoder="bert", pooling="pooler", transformer=bert))
+    enc.load_transformer_weights(tmp_path / "bert")
+    saved = BertModel.from_pretrained(tmp_path / "bert", local_files_only=True).state_dict()
+    assert "pooler.dense.weight" in saved
+    for key, value in saved.items():
+        assert torch.equal(enc.model.state_dict()[key], value), key
+    wider = TextEncoder(TextConfig(encoder="bert", transformer=dict(bert, intermediate_size=48)))
+    with pytest.raises(ValueError, match="mismatched_keys"):
+        wider.load_transformer_weights(tmp_path / "bert")
 
 
 def test_encoder_rejects_bad_config():

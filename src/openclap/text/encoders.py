@@ -154,6 +154,7 @@ class TextEncoder(nn.Module):
             config=self.model.config,
             local_files_only=True,
             output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported in info["mismatched_keys"] and refused below, naming path
             **extra,
         )
         problems = {k: info.get(k) for k in ("missing_keys", "mismatched_keys", "error_msgs") if info.get(k)}
