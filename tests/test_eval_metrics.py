@@ -266,3 +266,6 @@ def test_zero_shot_scoring_by_hand():
     ml, per_class = score_multi_label(scores[:, :2], np.array([[1, 0], [0, 1], [1, 0], [0, 0]]), names[:2])
     assert per_class["c1"]["ap"] == pytest.approx(M.average_precision(scores[:, 1], np.array([0, 1, 0, 0])))
     assert ml["classes_with_positives"] == 2
+    assert per_class["c0"]["support"] == 2 and per_class["c1"]["support"] == 1  # positives per class
+    ap0 = M.average_precision(scores[:, 0], np.array([1, 0, 1, 0]))
+    assert ml["mAP"] == pytest.approx((ap0 + per_class["c1"]["ap"]) / 2)

@@ -63,3 +63,34 @@ def test_scores_targets_and_evaluated_describe_the_same_clip(mini, esc_manifest:
     assert np.trace(result.confusion) == hits.sum() and result.confusion.sum() == 10
     # openclap-mini knows these clips (docs/openclap-mini.md: ESC-10 test accuracy 75 %): chance is 10 %.
     assert hits.sum() >= 6, f"only {hits.sum()}/10 ESC-10 demo clips right"
+
+
+def test_multi_label_zero_shot_lines_up_and_scores_map_by_hand(mini, esc_manifest: Path) -> None:
+    """A multi-label set (each demo clip tagged with its class and, for even clips, also "rain"): targets are
+    the items' tags, scores the clip-prompt cosines, and mAP the mean AP recomputed per class here."""
+    from openclap.eval.datasets.base import MULTI_LABEL, EvalDataset, EvalItem
+
+    single = Manifest().load(esc_manifest)
+    rain = single.classes.index("rain")
+    items = [
+        EvalItem(path=it.path, labels=(it.labels[0],) + ((rain,) if i % 2 == 0 and it.labels[0] != rain else ()),
+                 key=it.key)
+        for i, it in enumerate(single.items)
+    ]  # fmt: skip
+    ds = EvalDataset("tags", MULTI_LABEL, single.root, items, classes=single.classes)
+    result = zero_shot(mini, ds, ["this is the sound of {}"])
+    assert result.evaluated.tolist() == [0, 1, *range(3, 11)]
+    text = class_text_embeddings(mini, ds.class_names, ["this is the sound of {}"])
+    targets = np.zeros((10, len(ds.classes)), dtype=int)
+    for k, i in enumerate(result.evaluated):
+        targets[k, list(items[i].labels)] = 1
+        np.testing.assert_allclose(
+            result.scores[k], mini.embed_audio([str(items[i].path)])[0] @ text.T, atol=1e-5
+        )
+    np.testing.assert_array_equal(result.targets, targets)
+    from openclap.eval.metrics import average_precision
+
+    aps = [average_precision(result.scores[:, c], targets[:, c]) for c in range(len(ds.classes))]
+    assert result.metrics["mAP"] == pytest.approx(np.nanmean(aps))
+    assert result.per_class["rain"]["support"] == int(targets[:, rain].sum()) > 1
+    assert result.confusion is None
