@@ -24,9 +24,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MAX_LOGIT_SCALE", "ClipLoss", "gather_features", "gather_labels", "positive_mask"]
+from openclap.model import MAX_LOGIT_SCALE
 
-MAX_LOGIT_SCALE = 100.0
+__all__ = ["MAX_LOGIT_SCALE", "ClipLoss", "gather_features", "gather_labels", "positive_mask"]
 
 
 class _GatherWithGrad(torch.autograd.Function):

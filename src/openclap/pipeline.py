@@ -33,6 +33,7 @@ from openclap.factory import (
     save_model_dir,
 )
 from openclap.model import ClapModel
+from openclap.text.cache import TextEmbeddingCache
 from openclap.text.tokenizer import TextInputError, TextTokenizer
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class ClapPipeline:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self._text_cache: dict[str, np.ndarray] = {}
+        self._text_cache = TextEmbeddingCache()  # prompts of classify/search, bounded
         # Prompt templates the model ships (its directory's templates.json: label set -> template, "default"
         # for label sets it has no entry for); classify(template=None) uses default_template.
         self.templates: dict[str, str] = {}
@@ -279,7 +280,7 @@ class ClapPipeline:
         With ``return_windows=True`` returns the per-input ``AudioEmbedding`` results instead,
         holding each window's embedding with its start/end seconds.
         """
-        items = _as_list(inputs)
+        items = as_audio_list(inputs)
         if not items:
             raise ValueError("embed_audio got no inputs; pass at least one file or waveform")
         results = list(
@@ -317,11 +318,12 @@ class ClapPipeline:
         return np.concatenate(out).astype(np.float32)
 
     def _cached_text(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        got = self._text_cache.lookup(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in got]
         if missing:
-            for text, vec in zip(missing, self.embed_text(missing)):
-                self._text_cache[text] = vec
-        return np.stack([self._text_cache[t] for t in texts])
+            got.update(zip(missing, self.embed_text(missing)))
+        self._text_cache.store(got)
+        return np.stack([got[t] for t in texts])
 
     # ---------------------------------------------------------------------------- similarities
     def similarity(self, audio_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
@@ -360,7 +362,7 @@ class ClapPipeline:
         k = len(labels) if top_k is None else max(1, min(top_k, len(labels)))
         scale = float(self.model.scale().detach())
         out = []
-        items = _as_list(inputs)
+        items = as_audio_list(inputs)
         for result in self.iter_audio_embeddings(
             items, sample_rate=sample_rate, batch_size=batch_size, progress=progress
         ):
@@ -441,7 +443,8 @@ def _load_error(result: AudioEmbedding) -> AudioLoadError:
     )
 
 
-def _as_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
+def as_audio_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
+    """One audio input (a path, an array, a tensor, an (array, rate) pair) or a sequence of them, as a list."""
     if isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor, tuple)):
         return [inputs]
     return list(inputs)

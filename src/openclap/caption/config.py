@@ -12,13 +12,13 @@ files must all parse as ``ClapConfig``); ``list_caption_models()`` names them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
 from openclap.builder import check_literals
 from openclap.config import AudioConfig, ConfigError, TextConfig, _DictMixin
+from openclap.registry import preset_names, read_preset
 
 MapperType = Literal["transformer", "mlp"]
 
@@ -95,18 +95,9 @@ def _config_dir() -> resources.abc.Traversable:
 
 def list_caption_models() -> list[str]:
     """Names of the captioning presets shipped with openclap, sorted."""
-    return sorted(p.name[: -len(".json")] for p in _config_dir().iterdir() if p.name.endswith(".json"))
+    return preset_names(_config_dir())
 
 
 def get_caption_config(name: str) -> CaptionConfig:
     """The ``CaptionConfig`` of a named preset; an unknown name lists the known ones."""
-    path = _config_dir() / f"{name}.json"
-    if not path.is_file():
-        raise ValueError(
-            f"unknown caption model {name!r}; known: {', '.join(list_caption_models())} "
-            "(or pass a caption model directory)"
-        )
-    config = CaptionConfig.from_dict(json.loads(path.read_text()))
-    if config.name != name:
-        raise ValueError(f"caption/configs/{name}.json declares name {config.name!r}; they must agree")
-    return config
+    return read_preset(_config_dir(), name, CaptionConfig, list_caption_models(), "caption model")

@@ -33,18 +33,12 @@ from openclap.caption.generate import DecoderStepper, GenerationConfig, Hypothes
 from openclap.caption.model import CaptionModel
 from openclap.caption.rerank import Reranker
 from openclap.config import TextConfig
-from openclap.pipeline import AudioInput, ClapPipeline
+from openclap.pipeline import AudioInput, ClapPipeline, as_audio_list
 from openclap.text.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
 _EOS_TEXT = "<|endoftext|>"
-
-
-def _as_list(inputs: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
-    if isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor, tuple)):
-        return [inputs]
-    return list(inputs)
 
 
 class CaptionTokenizer:
@@ -209,7 +203,7 @@ class CaptionPipeline:
         results: list[CaptionResult] = []
         rows: list[np.ndarray] = []  # embeddings to caption, in order
         owners: list[tuple[int, int | None]] = []  # (result index, window index or None for the whole input)
-        items = _as_list(inputs)
+        items = as_audio_list(inputs)
         for emb in self.audio.iter_audio_embeddings(
             items, sample_rate=sample_rate, batch_size=batch_size, hop_seconds=hop_seconds, progress=progress
         ):

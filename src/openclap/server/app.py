@@ -39,7 +39,6 @@ import math
 import os
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
@@ -68,6 +67,7 @@ from openclap.audio.windows import split_windows
 from openclap.pipeline import fill_template
 from openclap.server.batching import Batcher
 from openclap.server.page import INDEX_HTML
+from openclap.text.cache import TextEmbeddingCache
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class ServiceState:
         s = self.settings
         self.text_batcher = Batcher(self._embed_text_batch, s.max_batch, s.max_wait, name="openclap-text")
         self.audio_batcher = Batcher(self._embed_audio_batch, s.max_batch, s.max_wait, name="openclap-audio")
-        self._prompt_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._prompt_cache = TextEmbeddingCache(self.settings.label_cache_size)
         self.indexed_paths = index.paths() if index is not None else set()
         roots = index.info.get("roots", []) if index is not None else []
         self._roots = sorted((str(Path(r)) for r in roots), key=len, reverse=True)  # deepest first
@@ -223,16 +223,11 @@ class ServiceState:
         The result is built from what this request found cached *before* awaiting plus what it
         computed, never re-read from the cache afterwards: other requests may evict entries meanwhile.
         """
-        cache = self._prompt_cache
-        got = {p: cache[p] for p in dict.fromkeys(prompts) if p in cache}
+        got = self._prompt_cache.lookup(prompts)
         missing = [p for p in dict.fromkeys(prompts) if p not in got]
         if missing:
             got.update(zip(missing, await self.embed_texts(missing)))
-        for p in dict.fromkeys(prompts):
-            cache[p] = got[p]
-            cache.move_to_end(p)
-        while len(cache) > self.settings.label_cache_size:
-            cache.popitem(last=False)
+        self._prompt_cache.store(got)
         return np.stack([got[p] for p in prompts])
 
 
