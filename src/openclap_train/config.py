@@ -319,8 +319,10 @@ class TrainConfig(LoopConfig):
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
             (
                 self.zeroshot_template.count("{}") == 1,
-                "zeroshot_template needs '{}' exactly once (where the label goes), "
-                f"got {self.zeroshot_template!r}",
+                (
+                    "zeroshot_template needs '{}' exactly once (where the label goes), "
+                    f"got {self.zeroshot_template!r}"
+                ),
             ),
         ]
         for ok, message in checks:
