@@ -193,8 +193,8 @@ def test_bert_tokenizer_and_cls_pooling(tmp_path):
 @torch.no_grad()
 def test_every_pooling_rule_by_hand():
     """Each pooling of a BERT tower against the hidden states picked by hand, on right-padded rows of
-    different lengths (5 and 3 real tokens, pad id 0)."""
-    ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 9, 3, 0, 0, 0]])
+    different lengths (5, 3 and 1 real tokens, pad id 0)."""
+    ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 9, 3, 0, 0, 0], [2, 0, 0, 0, 0, 0]])
     mask = (ids != 0).long()
     transformer = dict(SMALL_BERT, vocab_size=len(BERT_WORDS))
     torch.manual_seed(0)
@@ -203,9 +203,9 @@ def test_every_pooling_rule_by_hand():
     hidden = out.last_hidden_state
     expected = {
         "cls": hidden[:, 0],
-        "mean": torch.stack([hidden[0, :5].mean(0), hidden[1, :3].mean(0)]),
-        "last": torch.stack([hidden[0, 4], hidden[1, 2]]),
-        "count_nonpad": torch.stack([hidden[0, 4], hidden[1, 2]]),
+        "mean": torch.stack([hidden[0, :5].mean(0), hidden[1, :3].mean(0), hidden[2, 0]]),
+        "last": torch.stack([hidden[0, 4], hidden[1, 2], hidden[2, 0]]),
+        "count_nonpad": torch.stack([hidden[0, 4], hidden[1, 2], hidden[2, 0]]),
         "pooler": out.pooler_output,
     }
     for pooling, want in expected.items():
@@ -219,7 +219,7 @@ def test_every_pooling_rule_by_hand():
     roberta = dict(transformer, max_position_embeddings=66, pad_token_id=1)
     assert TextEncoder(TextConfig(encoder="roberta", pooling="cls", transformer=roberta)).max_positions == 64
     assert TextEncoder(TextConfig(transformer=SMALL_GPT2)).max_positions == 128
-    with pytest.raises(ValueError, match=r"\(2, 6\) and \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"\(3, 6\) and \(3, 5\)"):
         ref(ids, mask[:, :5])
     with pytest.raises(ValueError, match="must both be"):
         ref(ids[0], mask[0])
