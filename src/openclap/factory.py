@@ -34,6 +34,7 @@ TOKENIZER_DIR = "tokenizer"
 # Seed for the random initialisation of models loaded without weights (e.g. the `tiny` preset), so
 # that `load("tiny")` is the same model in every process.
 RANDOM_INIT_SEED = 0
+SAFETENSORS_METADATA = {"format": "pt"}
 RANDOM_WEIGHTS_WARNING = (
     "model %r has seeded RANDOM weights (no checkpoint): its embeddings and scores are meaningless; "
     "use a trained model (openclap-mini, a model directory, or a preset with --checkpoint)"
@@ -159,8 +160,9 @@ def family_save_dir(family: ModelFamily, model: torch.nn.Module, directory: str 
     tmp_config.write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     os.replace(tmp_config, out / family.config_name)
     tmp = out / (WEIGHTS_NAME + ".tmp")
-    metadata = {"format": "pt", f"openclap_{family.label.replace(' ', '_')}": model.config.name}
-    save_file(family_state_dict(family, model), str(tmp), metadata=metadata)
+    # One metadata entry: safetensors writes its metadata map in hash order, so with two entries the same
+    # weights could give different file bytes from save to save (the model's name is in the config file).
+    save_file(family_state_dict(family, model), str(tmp), metadata=SAFETENSORS_METADATA)
     os.replace(tmp, out / WEIGHTS_NAME)
     return out
 

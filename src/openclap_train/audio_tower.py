@@ -25,7 +25,7 @@ from torch import nn
 
 from openclap.config import ClapConfig
 from openclap.errors import CheckpointError, check_state_dict
-from openclap.factory import CONFIG_NAME, WEIGHTS_NAME
+from openclap.factory import CONFIG_NAME, SAFETENSORS_METADATA, WEIGHTS_NAME
 from openclap.model import ClapModel
 
 # the tower's keys in ClapModel (and in the multi-task model, whose tower has the same names)
@@ -57,7 +57,7 @@ def save_audio_tower(
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in tower.items()},
         str(tmp),
-        metadata={"format": "pt", "openclap_audio_tower": config.name},
+        metadata=SAFETENSORS_METADATA,  # one entry: same weights, same bytes (see openclap.factory)
     )
     os.replace(tmp, out / TOWER_WEIGHTS)
     if tasks is not None:
