@@ -143,6 +143,20 @@ def add_model_arguments(
         )
 
 
+def load_from_arguments(args: argparse.Namespace) -> Any:
+    """``openclap.load`` with the options of ``add_model_arguments(..., speed_options=True)``."""
+    import openclap
+
+    return openclap.load(
+        args.model,
+        checkpoint=args.checkpoint,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+    )
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     """The arguments of every recipe-driven trainer command (train, pretrain-audio, their `python -m` forms)."""
     parser.add_argument("config", help=f"recipe (YAML), e.g. {example}")

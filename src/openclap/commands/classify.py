@@ -12,6 +12,7 @@ from openclap.cli import (
     UsageError,
     add_model_arguments,
     add_progress_argument,
+    load_from_arguments,
     progress_enabled,
 )
 
@@ -43,7 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Classify every input; failed inputs are reported on stderr and make the exit code 1."""
-    import openclap
     from openclap.audio.io import is_not_audio
     from openclap.pipeline import find_audio_files
 
@@ -52,14 +52,7 @@ def run(args: argparse.Namespace) -> int:
     files = find_audio_files(args.inputs)
     if not files:
         raise UsageError(f"no files found in {args.inputs}")
-    model = openclap.load(
-        args.model,
-        checkpoint=args.checkpoint,
-        tokenizer=args.tokenizer,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
-    )
+    model = load_from_arguments(args)
     results = model.classify(
         files,
         args.labels,

@@ -18,6 +18,7 @@ from openclap.cli import (
     add_model_arguments,
     add_progress_argument,
     add_workers_argument,
+    load_from_arguments,
     progress_enabled,
 )
 
@@ -130,18 +131,10 @@ def run(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard),
         progress=progress,
     )
-    import openclap
 
     if args.int8 and (args.dtype != "float32" or args.compile):
         raise UsageError("--int8 is its own CPU speed path; use it without --dtype/--compile, or drop --int8")
-    pipeline = openclap.load(
-        args.model,
-        checkpoint=args.checkpoint,
-        tokenizer=args.tokenizer,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
-    )
+    pipeline = load_from_arguments(args)
     if args.int8:
         if pipeline.device.type != "cpu":
             raise UsageError("--int8 is a CPU path; drop it or use --device cpu")

@@ -13,6 +13,7 @@ from openclap.cli import (
     add_model_arguments,
     add_progress_argument,
     add_workers_argument,
+    load_from_arguments,
     progress_enabled,
 )
 
@@ -135,17 +136,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             return EXIT_OK
-        import openclap
         from openclap.commands.embed import model_reference
 
-        pipeline = openclap.load(
-            args.model,
-            checkpoint=args.checkpoint,
-            tokenizer=args.tokenizer,
-            device=args.device,
-            dtype=args.dtype,
-            compile=args.compile,
-        )
+        pipeline = load_from_arguments(args)
         options = EmbedOptions(
             pool=args.pool,
             batch_size=args.batch_size,
