@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torchrun import free_port
 
 from openclap.loss import ClipLoss, positive_mask
 
@@ -95,12 +95,6 @@ def test_multi_positive_reduces_to_clip_loss_and_matches_loop():
     assert got.item() != pytest.approx(plain.item(), rel=1e-3)  # the positives change the value
     with pytest.raises(ValueError, match="labels have 4 rows"):
         ClipLoss()(a, t, scale, labels=torch.arange(4))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 LABELS = torch.tensor([0, 1, 0, 2, 1, 3, 3, 4])  # positives cross the two ranks' halves (0-2, 1-4)

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 from test_pretrain_audio_run import _recipe
+from torchrun import run_two_processes
 
 from openclap_train.multitask.train import main
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_process_equals_two_gloo_processes(tmp_path: Path, shared_data: Path) -> None:
@@ -41,24 +32,7 @@ def test_one_process_equals_two_gloo_processes(tmp_path: Path, shared_data: Path
     one = tmp_path / "one"
     assert main([str(cfg), "--run-dir", str(one)]) == 0
     two = tmp_path / "two"
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "openclap_train.multitask",
-        str(cfg),
-        "--run-dir",
-        str(two),
-    ]
-    res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=500)
+    res = run_two_processes("openclap_train.multitask", cfg, two, timeout=500)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 processes" in res.stderr
 

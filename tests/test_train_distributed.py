@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,23 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_train import tiny_recipe, write_yaml
+from torchrun import run_two_processes, torchrun_env
 
 from openclap_train import checkpoint as ckpt
 from openclap_train.train import main
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("WORLD_SIZE", None)
-    env.pop("RANK", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -71,7 +56,7 @@ def test_sigkill_then_resume_latest_is_bitwise_identical(tmp_path, shared_data):
     full = tmp_path / "full"
     done = subprocess.run(
         [sys.executable, "-m", "openclap_train", str(cfg), "--run-dir", str(full)],
-        env=_env(),
+        env=torchrun_env(),
         check=False,
         capture_output=True,
         text=True,
@@ -81,7 +66,7 @@ def test_sigkill_then_resume_latest_is_bitwise_identical(tmp_path, shared_data):
 
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "openclap_train", str(cfg), "--run-dir", str(killed)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not ckpt.checkpoint_path(killed / "checkpoints", 3).exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -93,7 +78,12 @@ def test_sigkill_then_resume_latest_is_bitwise_identical(tmp_path, shared_data):
     assert 3 <= max(steps_done) < 6 and not (killed / "final").exists()
 
     resumed = subprocess.run(
-        cmd + ["--resume", "latest"], env=_env(), check=False, capture_output=True, text=True, timeout=300
+        cmd + ["--resume", "latest"],
+        env=torchrun_env(),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {ckpt.checkpoint_path(killed / 'checkpoints', max(steps_done))}" in resumed.stderr
@@ -116,23 +106,7 @@ def test_one_process_equals_two_gloo_processes_under_torchrun(tmp_path, shared_d
     assert main([str(cfg), "--run-dir", str(one)]) == 0
 
     two = tmp_path / "two"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "openclap_train",
-        str(cfg),
-        "--run-dir",
-        str(two),
-    ]
-    res = subprocess.run(cmd, env=_env(), check=False, capture_output=True, text=True, timeout=400)
+    res = run_two_processes("openclap_train", cfg, two, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 processes" in res.stderr
 
