@@ -30,8 +30,8 @@ from openclap_train.augment import (
     room_impulse_response,
     time_shift,
 )
-from openclap_train.config import AugmentConfig, TrainConfigError, build
-from openclap_train.data import ManifestDataset, Sample, sample_seed
+from openclap_train.config import AugmentConfig, TrainConfigError, build, load_config
+from openclap_train.data import ManifestDataset, Sample, read_train_manifests, sample_seed
 
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
 RATE = 16000
@@ -304,3 +304,37 @@ def test_augment_config_validates_ranges():
     ):
         with pytest.raises(TrainConfigError):
             AugmentConfig(**bad)
+
+
+def test_manifest_augment_overrides_reach_only_that_manifests_rows(tmp_path):
+    # the run augments every row by +-6 dB; the second manifest (instrument notes, say) turns gain off
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,caption,label\n" + "".join(f"{DEMO / n},{n},{n}\n" for n in (DOG, RAIN, DIGIT, VIOLIN))
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: small\nmax_steps: 1\naugment: {{gain_db: 6.0, speed_range: [0.8, 1.2]}}\n"
+        f"train_manifest:\n  - {{path: {manifest}, include: {{label: [{DOG}, {RAIN}]}}}}\n"
+        f"  - {{path: {manifest}, include: {{label: [{DIGIT}, {VIOLIN}]}}, augment: {{gain_db: 0.0}}}}\n"
+    )
+    cfg = load_config(recipe)
+    merged = cfg.manifest_augment(cfg.train_manifest[1])
+    assert (merged.gain_db, merged.speed_range) == (0.0, (0.8, 1.2)) and cfg.augment.gain_db == 6.0
+    samples = read_train_manifests(cfg)
+    assert [s.augment for s in samples] == [None, None, merged, merged]
+    audio = get_model_config("small").audio
+    ds = ManifestDataset(samples, audio, seed=3, augment=cfg.augment)
+    for index, sample in enumerate(samples):
+        g = torch.Generator().manual_seed(sample_seed(3, 0, index))
+        crop = random_crop(torch.from_numpy(load_audio(sample.path, RATE)), audio.num_samples, g)
+        if index < 2:  # the run's gain; the overriding manifest's rows come out as cropped
+            crop = crop * 10.0 ** ((2 * float(torch.rand((), generator=g)) - 1) * 6.0 / 20)
+        assert torch.equal(ds[(0, index)]["waveform"], crop), index
+
+
+def test_manifest_augment_with_an_unknown_key_fails_at_load(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: small\ntrain_manifest:\n  - {path: m.csv, augment: {gian_db: 1}}\n")
+    with pytest.raises(TrainConfigError, match=r"manifest m.csv: augment: unknown key\(s\) \['gian_db'\]"):
+        load_config(recipe)

@@ -54,6 +54,9 @@ class ManifestSpec:
     * ``extra_captions`` / ``extra_caption_prob``: caption templates filled from the row's columns (e.g.
       ``"{label}"``, ``"a note played on a {family} instrument"``); with probability ``extra_caption_prob``
       one of them (uniformly) is used instead of the (pooled) caption.
+    * ``augment``: overrides of the run's ``augment`` for this manifest's rows, with ``AugmentConfig``'s
+      keys (e.g. ``{speed_prob: 0, eq_prob: 0, reverb_prob: 0}`` keeps the timbre-changing transforms off
+      instrument notes whose timbre is the label); ``TrainConfig.manifest_augment`` merges them.
     """
 
     path: str
@@ -67,6 +70,7 @@ class ManifestSpec:
     caption_pool: str | None = None
     extra_captions: list[str] = field(default_factory=list)
     extra_caption_prob: float = 0.0
+    augment: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_string(cls, path: str) -> ManifestSpec:
@@ -328,6 +332,16 @@ class TrainConfig(LoopConfig):
         for ok, message in checks:
             if not ok:
                 raise TrainConfigError(message)
+        for spec in self.train_manifest:  # a wrong key or value fails at load, not at the first batch
+            self.manifest_augment(spec)
+
+    def manifest_augment(self, spec: ManifestSpec) -> AugmentConfig:
+        """The augmentation for ``spec``'s rows: the run's ``augment`` with the manifest's overrides."""
+        if not spec.augment:
+            return self.augment
+        base = {f.name: getattr(self.augment, f.name) for f in dataclasses.fields(AugmentConfig)}
+        merged = {k: list(v) if isinstance(v, tuple) else v for k, v in {**base, **spec.augment}.items()}
+        return build(AugmentConfig, merged, f"manifest {spec.path}: augment")
 
     def require_data(self) -> None:
         """Raise unless a training source and a stopping rule are set."""

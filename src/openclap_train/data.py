@@ -25,7 +25,7 @@ import random
 import re
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from openclap.config import AudioConfig
 from openclap.eval.datasets.base import clean_class_name
 from openclap.text.tokenizer import TextTokenizer
 from openclap_train.augment import augment_wave, change_speed, draw_speed
-from openclap_train.config import AugmentConfig, ManifestSpec
+from openclap_train.config import AugmentConfig, ManifestSpec, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class Sample:
 
     Training extras (see ``ManifestSpec``): ``source`` is the manifest the row came from (labels are
     compared within one manifest), ``pool`` the key of its caption pool, ``extras`` its filled-in extra
-    captions, drawn with probability ``extra_prob``.
+    captions, drawn with probability ``extra_prob``; ``augment`` its manifest's augmentation when that
+    overrides the run's (``ManifestSpec.augment``), else None.
     """
 
     path: str
@@ -62,6 +63,7 @@ class Sample:
     pool: str | None = None
     extras: tuple[str, ...] = ()
     extra_prob: float = 0.0
+    augment: AugmentConfig | None = None
 
 
 def display_value(value: Any) -> str:
@@ -182,6 +184,19 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def read_train_manifests(config: TrainConfig) -> list[Sample]:
+    """Every training row of ``config``'s manifests; rows of a manifest with ``augment`` overrides carry
+    their merged augmentation (``TrainConfig.manifest_augment``)."""
+    samples: list[Sample] = []
+    for spec in config.train_manifest:
+        rows = read_manifest(spec)
+        if spec.augment:
+            augment = config.manifest_augment(spec)
+            rows = [replace(s, augment=augment) for s in rows]
+        samples += rows
+    return samples
+
+
 # ---------------------------------------------------------------------------------- manifest data
 def speed_crop(
     wave: np.ndarray, audio: AudioConfig, generator: torch.Generator, speed: float = 1.0
@@ -257,38 +272,31 @@ class ManifestDataset(Dataset):
         epoch, index = key
         generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         j, wave = self._readable(index)
-        crop = self._crop(wave, generator, draw_speed(self.augment, generator))
         sample = self.samples[j]
+        augment = sample.augment if sample.augment is not None else self.augment
+        crop = self._crop(wave, generator, draw_speed(augment, generator))
         caption = sample.caption
         if sample.pool is not None:  # generator draws only when the extra is on: default runs are unchanged
             pool = self.pools[sample.pool]
             caption = pool[int(torch.randint(0, len(pool), (), generator=generator))]
         if sample.extra_prob > 0 and float(torch.rand((), generator=generator)) < sample.extra_prob:
             caption = sample.extras[int(torch.randint(0, len(sample.extras), (), generator=generator))]
-        if self.augment.enabled:
+        if augment.enabled:
             other = None
-            if (
-                self.augment.mix_prob > 0
-                and float(torch.rand((), generator=generator)) < self.augment.mix_prob
-            ):
+            if augment.mix_prob > 0 and float(torch.rand((), generator=generator)) < augment.mix_prob:
                 k, other_wave = self._readable(
                     int(torch.randint(0, len(self.samples), (), generator=generator))
                 )
                 other = self._crop(other_wave, generator)
-                if self.augment.mix_join:
-                    caption = caption + self.augment.mix_join + self.samples[k].caption
+                if augment.mix_join:
+                    caption = caption + augment.mix_join + self.samples[k].caption
             noise = None  # background: a crop of any training clip, mixed at a random SNR by augment_wave
-            if (
-                self.augment.noise_prob > 0
-                and float(torch.rand((), generator=generator)) < self.augment.noise_prob
-            ):
+            if augment.noise_prob > 0 and float(torch.rand((), generator=generator)) < augment.noise_prob:
                 _, noise_wave = self._readable(
                     int(torch.randint(0, len(self.samples), (), generator=generator))
                 )
                 noise = self._crop(noise_wave, generator)
-            crop = augment_wave(
-                crop, self.augment, generator, other, rate=self.audio.sample_rate, noise=noise
-            )
+            crop = augment_wave(crop, augment, generator, other, rate=self.audio.sample_rate, noise=noise)
         return {"waveform": crop, "caption": caption, "index": j, "group": self.groups[j]}
 
 

@@ -57,7 +57,7 @@ from openclap_train.data import (
     expand_shards,
     load_eval_set,
     manifest_loader,
-    read_manifest,
+    read_train_manifests,
     shard_loader,
 )
 from openclap_train.distributed import DistInfo, barrier
@@ -81,7 +81,7 @@ def _captions(config: TrainConfig) -> list[str]:
             "tokenizer: train needs CSV/JSONL train manifests (captions of shards are not scanned); "
             "train it once with `openclap tokenizer train` and pass the directory"
         )
-    samples = [s for spec in config.train_manifest for s in read_manifest(spec)]
+    samples = read_train_manifests(config)
     # every caption the text tower can see: the rows' own (pools draw from these) and their extra captions
     return [s.caption for s in samples] + [c for s in samples for c in s.extras]
 
@@ -165,10 +165,10 @@ class ClapTask(Task):
         config = self.config
         if all(s.is_shards for s in config.train_manifest):
             if config.positives != "index" or any(
-                s.uses_caption_extras or s.repeat > 1 for s in config.train_manifest
+                s.uses_caption_extras or s.repeat > 1 or s.augment for s in config.train_manifest
             ):
                 raise TrainConfigError(
-                    "positives: label, caption_pool, extra_captions and repeat need CSV/JSONL "
+                    "positives: label, caption_pool, extra_captions, repeat and per-manifest augment need CSV/JSONL "
                     "manifests (shards carry no label columns); remove them or use manifests"
                 )
             if config.max_steps is None:
@@ -179,7 +179,7 @@ class ClapTask(Task):
             return config.max_steps
         if any(s.is_shards for s in config.train_manifest):
             raise TrainConfigError("train_manifest mixes manifests and shard patterns; use one kind")
-        self.samples = [s for spec in config.train_manifest for s in read_manifest(spec)]
+        self.samples = read_train_manifests(config)
         self.steps_per_epoch = len(self.samples) // config.batch_size
         if self.steps_per_epoch == 0:
             raise TrainConfigError(
