@@ -218,34 +218,86 @@ def test_caption_pool_extra_captions_repeat_and_groups(shared_data):
 
 
 # ------------------------------------------------------------------------------------ end to end
-def test_optimizer_step_mean_loss_gradient_and_data_wait() -> None:
+class FakeClock:
+    """``time.perf_counter`` for the engine (``monkeypatch.setattr(engine, "time", clock)``): it moves only
+    when a test says so, so the engine's timing arithmetic is checked exactly on a loaded machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_optimizer_step_mean_loss_gradient_and_data_wait(monkeypatch) -> None:
     """Two micro-batches: the step loss and gradient are their means, and the data wait counts the time spent
-    in ``next(batches)`` (0.1 s of sleeps) but not the forward pass (0.3 s of sleeps)."""
-    import time
+    in ``next(batches)`` (1 + 2 s) but not the forward passes (10 s each)."""
+    from openclap_train import engine
 
-    from openclap_train.engine import optimizer_step
-
+    clock = FakeClock()
+    monkeypatch.setattr(engine, "time", clock)
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(2.0)
-    micro = [(1.0, 1.0), (2.0, 0.0)]  # (x, y): losses (2-1)^2 = 1 and (4-0)^2 = 16
+    micro = [
+        (1.0, 1.0, 1.0),
+        (2.0, 0.0, 2.0),
+    ]  # (x, y, seconds to fetch): losses (2-1)^2 = 1 and (4-0)^2 = 16
 
     def batches():
-        for x, y in micro:
-            time.sleep(0.05)
+        for x, y, seconds in micro:
+            clock.now += seconds
             yield {"x": torch.tensor([[x]]), "y": torch.tensor([[y]])}
 
     def loss_of(batch: dict) -> torch.Tensor:
-        time.sleep(0.15)
+        clock.now += 10.0
         return ((model(batch["x"]) - batch["y"]) ** 2).mean()
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    loss, wait = optimizer_step(model, optimizer, scaler, batches(), loss_of, 2, None, False)
+    loss, wait = engine.optimizer_step(model, optimizer, scaler, batches(), loss_of, 2, None, False)
     assert loss == pytest.approx(8.5)  # (1 + 16) / 2
     # d/dw: 2 (w x - y) x = 2 and 16; mean 9 -> w = 2 - 0.1 * 9
     assert model.weight.item() == pytest.approx(1.1)
-    assert 0.1 <= wait < 0.25
+    assert wait == 3.0
+
+
+def test_run_logs_data_wait_as_the_share_of_time_spent_waiting_for_batches(tmp_path, monkeypatch) -> None:
+    """Through the engine's loop: 2 steps x 2 micro-batches in one log window, each micro-batch 1 s in
+    ``next(batches)`` and 3 s in the forward pass, so the logged ``data_wait`` is 4 s / 16 s = 0.25
+    (counting only the last micro-batch of a step, or only the last step of the window, gives 0.125)."""
+    from openclap_train import engine
+    from openclap_train.config import LoopConfig
+
+    clock = FakeClock()
+    monkeypatch.setattr(engine, "time", clock)
+
+    class SlowTask(engine.Task):
+        def __init__(self) -> None:
+            self.config = LoopConfig(batch_size=2, grad_accum=2, max_steps=2, log_every=2, device="cpu")
+
+        def build(self, run_dir, info) -> None:
+            torch.manual_seed(0)
+            self.model = torch.nn.Linear(1, 1)
+
+        def batches(self, start_step, info, device):
+            while True:
+                clock.now += 1.0
+                yield {"x": torch.ones(1, 1)}
+
+        def training_forward(self, batch, device):
+            clock.now += 3.0
+            return {"loss": self.train_module(batch["x"]).square().mean()}
+
+        def export(self, final_dir, last):
+            return final_dir, {}
+
+    result = engine.run(SlowTask(), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "data_wait" in r]
+    assert [r["step"] for r in logged] == [2] and logged[0] == result.last_metrics
+    assert logged[0]["data_wait"] == 0.25
+    assert logged[0]["samples_per_s"] == 2 * 2 / 16.0  # 2 steps of batch 2 in 16 s
 
 
 def test_retrieval_recall_counts_every_clip_of_a_shared_caption() -> None:
