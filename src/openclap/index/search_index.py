@@ -282,6 +282,9 @@ class SearchIndex:
             self._faiss.hnsw.efSearch = max(self.ef_search, k)
             return self._faiss.search(q, k)
         self._faiss.nprobe = self.nprobe
+        # fewer queries than threads (a user's search): each query's cells are split over the threads
+        # (FAISS parallel_mode 1); a batch splits the queries (mode 0). Same candidates either way.
+        self._faiss.parallel_mode = 1 if len(q) < _import_faiss().omp_get_max_threads() else 0
         if self._built_kind != "ivf-sq8":
             return self._faiss.search(q, k)
         _, cand = self._faiss.search(q, min(max(k, self.refine or k), len(self.vectors)))
