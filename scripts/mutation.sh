@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Mutation testing of one core module with the tests that guard it (mutmut 3.x).
 #
-#   scripts/mutation.sh MODULE [MUTANT_GLOB]       e.g. scripts/mutation.sh loss
+#   scripts/mutation.sh MODULE [MUTANT_GLOB...]    e.g. scripts/mutation.sh loss
 #   MODULE: loss windows frontend pooling metrics zero_shot bulk batching
 #
 # mutmut 3 reads [tool.mutmut] from pyproject.toml and mutates a copy of source_paths under ./mutants;
 # to keep each run to one module and its tests it runs in a scratch copy of the repository (MUTATION_WORK,
 # default /tmp/openclap-mutation-MODULE) whose [tool.mutmut] gains only_mutate and the test selection.
-# MUTANT_GLOB (e.g. 'openclap.loss.x_ClipLoss*') limits the run to some mutants: a sample when the whole
-# module is too slow. Prints the counts and the score killed / (killed + survived + timeout + suspicious).
+# MUTANT_GLOB (e.g. 'openclap.loss.x_ClipLoss*'; several may be given) limits the run to some mutants: a
+# sample when the whole module is too slow, or the survivors of an earlier run. Prints the counts and the score killed / (killed + survived + timeout + suspicious).
 # MUTATION_CHILDREN sets the parallel workers (default 2). Needs `pip install mutmut==3.8.1`.
 set -euo pipefail
-MODULE=${1:?usage: scripts/mutation.sh MODULE [MUTANT_GLOB]}
-GLOB=${2:-}
+MODULE=${1:?usage: scripts/mutation.sh MODULE [MUTANT_GLOB...]}
+GLOBS=("${@:2}")
 case "$MODULE" in
   loss)      SRC=src/openclap/loss.py;            TESTS="tests/test_loss.py tests/test_loss_errors.py" ;;
   windows)   SRC=src/openclap/audio/windows.py;   TESTS="tests/test_windows.py tests/test_windows_values.py" ;;
@@ -43,7 +43,7 @@ open(path, "w").write(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + extra,
 PYEOF
 cd "$WORK"
 echo "mutating $SRC with $TESTS in $WORK" >&2
-mutmut run --max-children "${MUTATION_CHILDREN:-2}" ${GLOB:+"$GLOB"} >"$WORK/run.log" 2>&1 || {
+mutmut run --max-children "${MUTATION_CHILDREN:-2}" "${GLOBS[@]}" >"$WORK/run.log" 2>&1 || {
   tail -30 "$WORK/run.log" >&2; exit 1; }
 mutmut export-cicd-stats >/dev/null
 "$PY" - "$MODULE" <<'PYEOF'

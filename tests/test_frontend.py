@@ -229,6 +229,7 @@ def test_compute_dtype_float32_computes_in_float32():
     a, b = f32(x), f64(x)
     assert a.dtype == b.dtype == torch.float32
     assert 0 < (a - b).abs().max().item() < 0.1  # float32 round-off, not another computation
+    assert torch.equal(f32(x.double()), a)  # a float64 input is computed in float32 too
 
 
 def test_buffers_follow_the_device():
