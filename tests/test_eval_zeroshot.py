@@ -109,11 +109,43 @@ def test_templates_are_averaged_and_read_from_a_file(tmp_path, pipeline):
     both = class_text_embeddings(pipeline, names, ["a {}", "the sound of {}"])
     expected = (one + two) / np.linalg.norm(one + two, axis=1, keepdims=True)
     np.testing.assert_allclose(both, expected, atol=1e-5)
-    (tmp_path / "t.txt").write_text("# prompts\na {}\n\nthe sound of {}\n")
+    (tmp_path / "t.txt").write_text("# prompts\na {}\n\n  # an indented comment {}\nthe sound of {}\n")
     assert read_templates(str(tmp_path / "t.txt")) == ["a {}", "the sound of {}"]
     (tmp_path / "bad.txt").write_text("no placeholder\n")
     with pytest.raises(ValueError, match="exactly once"):
         read_templates(str(tmp_path / "bad.txt"))
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n")
+    with pytest.raises(ValueError, match=r"empty.txt holds no template; write one per line"):
+        read_templates(str(tmp_path / "empty.txt"))
+
+
+def test_top5_accuracy_counts_rank_5_not_6_and_needs_more_than_5_classes():
+    from openclap.eval.zero_shot import score_single_label
+
+    # the true class 0 ranks 5th for clip 0 and 6th (last) for clip 1
+    scores = np.array([[0.5, 0.9, 0.8, 0.7, 0.6, 0.1], [0.0, 0.9, 0.8, 0.7, 0.6, 0.5]])
+    out, _, _ = score_single_label(scores, np.array([0, 0]), list("abcdef"))
+    assert out["top5_accuracy"] == 0.5
+    five, _, _ = score_single_label(scores[:, :5], np.array([0, 0]), list("abcde"))
+    assert "top5_accuracy" not in five  # with 5 classes top-5 accuracy is always 1: not reported
+
+
+def test_multi_hot_by_hand():
+    from openclap.eval.zero_shot import multi_hot
+
+    got = multi_hot([[0, 2], [], [1]], 3)
+    assert got.dtype == np.int64 and got.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+
+
+def test_zero_shot_refuses_a_retrieval_dataset(tmp_path):
+    from openclap.eval.datasets.base import RETRIEVAL, EvalDataset, EvalItem
+
+    captions = EvalDataset("clotho", RETRIEVAL, tmp_path, [EvalItem(tmp_path / "a.wav", captions=("a dog",))])
+    with pytest.raises(
+        ValueError,
+        match=r"clotho is a retrieval dataset; zero-shot needs classes \(use `openclap eval retrieval`",
+    ):
+        zero_shot(None, captions)
 
 
 def test_cache_makes_the_second_evaluation_decode_nothing(tmp_path, data, pipeline, monkeypatch):
