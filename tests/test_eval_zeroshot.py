@@ -109,6 +109,9 @@ def test_templates_are_averaged_and_read_from_a_file(tmp_path, pipeline):
     both = class_text_embeddings(pipeline, names, ["a {}", "the sound of {}"])
     expected = (one + two) / np.linalg.norm(one + two, axis=1, keepdims=True)
     np.testing.assert_allclose(both, expected, atol=1e-5)
+    assert both.dtype == np.float32
+    with pytest.raises(ValueError, match=r"need at least one template, e.g. 'this is the sound of \{\}'"):
+        class_text_embeddings(pipeline, names, [])
     (tmp_path / "t.txt").write_text("# prompts\na {}\n\n  # an indented comment {}\nthe sound of {}\n")
     assert read_templates(str(tmp_path / "t.txt")) == ["a {}", "the sound of {}"]
     (tmp_path / "bad.txt").write_text("no placeholder\n")
