@@ -78,3 +78,20 @@ def test_resume_re_embeds_a_failed_file_once_it_is_fixed(tmp_path: Path, capsys)
     by_name = {Path(r.path).name: v for r, v in zip(again.rows, again.vectors)}
     for r, v in zip(table.rows, table.vectors):
         np.testing.assert_allclose(v, by_name[Path(r.path).name], rtol=0, atol=1e-5)  # batch mates differ
+
+
+def test_files_that_are_not_audio_are_counted_apart_from_failures(tmp_path: Path) -> None:
+    """Two Markdown files among the inputs: "not audio" 2, failed 0 (a corrupt audio file counts as failed)."""
+    from openclap.bulk import EmbedOptions, run_embed_job
+
+    notes = [tmp_path / "notes.md", tmp_path / "readme.md"]
+    for n in notes:
+        n.write_text("plain text, no audio here\n" * 20)
+    report = run_embed_job(
+        openclap.load("tiny"),
+        [str(DEMO / "7_theo_0.flac"), *map(str, notes)],
+        tmp_path / "out",
+        EmbedOptions(num_workers=0),
+    )
+    assert (report.embedded, report.failed, report.not_audio) == (1, 0, 2), report.errors
+    assert report.summary() == "embedded 1, failed 0, not audio 2"
