@@ -295,6 +295,31 @@ def test_batcher_batches_and_propagates_errors():
     b.close()
 
 
+def test_batcher_retries_a_failed_batch_item_by_item():
+    """One bad item in a batch: the batch fails, each item runs alone, only the bad one gets the error; the
+    counters count the model calls that returned (the good batch of 1 + 1 + 1 items, not the failed ones)."""
+    calls = []
+
+    def fn(items):
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [f"<{x}>" for x in items]
+
+    b = Batcher(fn, max_items=8, max_wait=0.5)
+    futures = [b.submit(x) for x in ("a", "bad", "c")]
+    assert futures[0].result(timeout=10) == "<a>" and futures[2].result(timeout=10) == "<c>"
+    with pytest.raises(ValueError, match="bad item"):
+        futures[1].result(timeout=10)
+    b.close()
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    assert (b.batches, b.items) == (2, 2)
+    short = Batcher(lambda items: items[:-1], max_items=1)
+    with pytest.raises(RuntimeError, match="batch function returned 0 results for 1 items"):
+        short.submit("x").result(timeout=10)
+    short.close()
+
+
 def test_serve_command_in_subprocess(tmp_path):
     """`openclap serve` itself: token from the environment, /health and an authenticated request."""
     import signal
