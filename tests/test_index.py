@@ -65,14 +65,15 @@ def test_auto_index_choice_by_size_matches_exact_search():
     vecs, queries = _clustered(4000, 64, seed=5), _clustered(40, 64, seed=6)
     small = SearchIndex(vecs[:999], _rows(999), approximate_threshold=1000)
     assert small.kind == "exact"
-    index = SearchIndex(vecs, _rows(4000), approximate_threshold=1000)
     plan = plan_index(4000)
-    assert (
-        (index.kind, index.nlist, index.nprobe, index.refine)
-        == (plan.kind, 63, 16, 64)
-        == ("ivf-sq8", 63, 16, 64)
-    )
-    assert plan_index(1_000_000) == IndexPlan("ivf-sq8", 1000, 125, 64)
+    assert (plan.kind, plan.nlist, plan.nprobe, plan.refine) == ("ivf-sq8", 63, 63, 64)  # 4000 < the budget
+    assert SearchIndex(vecs, _rows(4000), approximate_threshold=1000).nprobe == 63
+    # probes scan SCAN_BUDGET (48k) rows: 48 of 1000 cells at 1M, 108 of 447 at 200k, at least 16
+    assert plan_index(1_000_000) == IndexPlan("ivf-sq8", 1000, 48, 64)
+    assert plan_index(200_000) == IndexPlan("ivf-sq8", 447, 108, 64)
+    assert plan_index(10_000_000) == IndexPlan("ivf-sq8", 3162, 16, 64)
+    index = SearchIndex(vecs, _rows(4000), approximate_threshold=1000, nprobe=16)  # approximate for real
+    assert (index.kind, index.nlist, index.nprobe, index.refine) == ("ivf-sq8", 63, 16, 64)
     exact_scores, exact_ids = exact_top_k(vecs, queries, 10)
     approx = index.search(queries, 10, unique_files=False)
     recall = np.mean([len({h.row for h in a} & set(e)) / 10 for a, e in zip(approx, exact_ids)])
