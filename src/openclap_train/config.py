@@ -339,8 +339,7 @@ class TrainConfig(LoopConfig):
         """The augmentation for ``spec``'s rows: the run's ``augment`` with the manifest's overrides."""
         if not spec.augment:
             return self.augment
-        base = {f.name: getattr(self.augment, f.name) for f in dataclasses.fields(AugmentConfig)}
-        merged = {k: list(v) if isinstance(v, tuple) else v for k, v in {**base, **spec.augment}.items()}
+        merged = {**plain_data(dataclasses.asdict(self.augment)), **spec.augment}
         return build(AugmentConfig, merged, f"manifest {spec.path}: augment")
 
     def require_data(self) -> None:
