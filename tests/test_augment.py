@@ -4,6 +4,7 @@ random driver's determinism and off switches, and the dataset hook (draw order o
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,46 @@ def test_manifest_augment_with_an_unknown_key_fails_at_load(tmp_path):
     recipe.write_text("model: small\ntrain_manifest:\n  - {path: m.csv, augment: {gian_db: 1}}\n")
     with pytest.raises(TrainConfigError, match=r"manifest m.csv: augment: unknown key\(s\) \['gian_db'\]"):
         load_config(recipe)
+
+
+def test_background_false_keeps_a_manifests_rows_out_of_the_background_noise(tmp_path):
+    # the digit and the note opt out (background: false): the dog is the only clip mixed into others
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,caption,label\n" + "".join(f"{DEMO / n},{n},{n}\n" for n in (DIGIT, VIOLIN, DOG))
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: small\nmax_steps: 1\naugment: {noise_prob: 1.0, noise_snr_db: [0, 10]}\n"
+        f"train_manifest:\n  - {{path: {manifest}, include: {{label: [{DIGIT}, {VIOLIN}]}}, "
+        "background: false}\n"
+        f"  - {{path: {manifest}, include: {{label: [{DOG}]}}}}\n"
+    )
+    cfg = load_config(recipe)
+    samples = read_train_manifests(cfg)
+    assert [s.background for s in samples] == [False, False, True]
+    audio = get_model_config("small").audio
+    waves = [torch.from_numpy(load_audio(s.path, RATE)) for s in samples]
+
+    def expected(epoch: int, index: int, pool: list[int]) -> torch.Tensor:
+        # the dataset's draws: crop, "noise?" (always, p = 1), which background, its crop, the mix
+        g = torch.Generator().manual_seed(sample_seed(5, epoch, index))
+        crop = random_crop(waves[index], audio.num_samples, g)
+        assert float(torch.rand((), generator=g)) < 1.0
+        background = waves[pool[int(torch.randint(0, len(pool), (), generator=g))]]
+        noise = random_crop(background, audio.num_samples, g)
+        return augment_wave(crop, cfg.augment, g, rate=RATE, noise=noise)
+
+    ds = ManifestDataset(samples, audio, seed=5, augment=cfg.augment)
+    assert ds.backgrounds == [2]
+    keys = [(epoch, index) for epoch in range(3) for index in range(3)]
+    for key in keys:
+        assert torch.equal(ds[key]["waveform"], expected(*key, pool=[2])), key
+    # by default every row is a background, drawn by the same generator as before the option existed
+    everyone = ManifestDataset([replace(s, background=True) for s in samples], audio, 5, cfg.augment)
+    for key in keys:
+        assert torch.equal(everyone[key]["waveform"], expected(*key, pool=[0, 1, 2])), key
+    assert any(not torch.equal(ds[k]["waveform"], everyone[k]["waveform"]) for k in keys)
+    # noise asked for, but no manifest may give it: an error at start, not silence
+    with pytest.raises(ValueError, match="background: false"):
+        ManifestDataset(samples[:2], audio, seed=5, augment=cfg.augment)

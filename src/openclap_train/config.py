@@ -57,6 +57,9 @@ class ManifestSpec:
     * ``augment``: overrides of the run's ``augment`` for this manifest's rows, with ``AugmentConfig``'s
       keys (e.g. ``{speed_prob: 0, eq_prob: 0, reverb_prob: 0}`` keeps the timbre-changing transforms off
       instrument notes whose timbre is the label); ``TrainConfig.manifest_augment`` merges them.
+    * ``background``: whether this manifest's rows may be drawn as the background noise of other clips
+      (``augment.noise_prob``); ``false`` keeps, e.g., spoken digits or instrument notes out of the
+      backgrounds so that only environmental sounds are mixed in.
     """
 
     path: str
@@ -71,6 +74,7 @@ class ManifestSpec:
     extra_captions: list[str] = field(default_factory=list)
     extra_caption_prob: float = 0.0
     augment: dict[str, Any] = field(default_factory=dict)
+    background: bool = True
 
     @classmethod
     def from_string(cls, path: str) -> ManifestSpec:

@@ -53,7 +53,8 @@ class Sample:
     Training extras (see ``ManifestSpec``): ``source`` is the manifest the row came from (labels are
     compared within one manifest), ``pool`` the key of its caption pool, ``extras`` its filled-in extra
     captions, drawn with probability ``extra_prob``; ``augment`` its manifest's augmentation when that
-    overrides the run's (``ManifestSpec.augment``), else None.
+    overrides the run's (``ManifestSpec.augment``), else None; ``background`` whether it may be mixed into
+    other clips as background noise (``ManifestSpec.background``).
     """
 
     path: str
@@ -64,6 +65,7 @@ class Sample:
     extras: tuple[str, ...] = ()
     extra_prob: float = 0.0
     augment: AugmentConfig | None = None
+    background: bool = True
 
 
 def display_value(value: Any) -> str:
@@ -186,13 +188,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 def read_train_manifests(config: TrainConfig) -> list[Sample]:
     """Every training row of ``config``'s manifests; rows of a manifest with ``augment`` overrides carry
-    their merged augmentation (``TrainConfig.manifest_augment``)."""
+    their merged augmentation (``TrainConfig.manifest_augment``), rows of a manifest with
+    ``background: false`` are marked so."""
     samples: list[Sample] = []
     for spec in config.train_manifest:
         rows = read_manifest(spec)
         if spec.augment:
             augment = config.manifest_augment(spec)
             rows = [replace(s, augment=augment) for s in rows]
+        if not spec.background:
+            rows = [replace(s, background=False) for s in rows]
         samples += rows
     return samples
 
@@ -239,6 +244,16 @@ class ManifestDataset(Dataset):
         self.groups = [
             ids[(s.source, s.label)] if s.label is not None else -(i + 1) for i, s in enumerate(self.samples)
         ]
+        # rows that may be mixed into other clips as background noise (all, unless a manifest opts out)
+        self.backgrounds = [i for i, s in enumerate(self.samples) if s.background]
+        noisy = any(
+            (s.augment if s.augment is not None else self.augment).noise_prob > 0 for s in self.samples
+        )
+        if noisy and not self.backgrounds:
+            raise ValueError(
+                "augment.noise_prob > 0 but every training manifest says background: false; "
+                "let at least one manifest be a background source"
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -251,11 +266,13 @@ class ManifestDataset(Dataset):
             self.cache[index] = wave
         return wave
 
-    def _readable(self, index: int) -> tuple[int, np.ndarray]:
-        """The first readable item at or after ``index`` (cyclically); bad files logged once."""
-        n = len(self.samples)
+    def _readable(self, index: int, among: Sequence[int] | None = None) -> tuple[int, np.ndarray]:
+        """The first readable item at or after position ``index`` (cyclically) of ``among`` (default: every
+        item), as (item index, waveform); bad files logged once."""
+        order = range(len(self.samples)) if among is None else among
+        n = len(order)
         for k in range(n):
-            j = (index + k) % n
+            j = order[(index + k) % n]
             if j in self._bad:
                 continue
             try:
@@ -263,7 +280,8 @@ class ManifestDataset(Dataset):
             except AudioLoadError as exc:
                 self._bad.add(j)
                 logger.warning("skipping unreadable training file (logged once): %s", exc)
-        raise RuntimeError("no readable audio file in the training manifests; check the paths")
+        where = "training manifests" if among is None else "background manifests (background: true)"
+        raise RuntimeError(f"no readable audio file in the {where}; check the paths")
 
     def _crop(self, wave: np.ndarray, generator: torch.Generator, speed: float = 1.0) -> torch.Tensor:
         return speed_crop(wave, self.audio, generator, speed)
@@ -290,10 +308,10 @@ class ManifestDataset(Dataset):
                 other = self._crop(other_wave, generator)
                 if augment.mix_join:
                     caption = caption + augment.mix_join + self.samples[k].caption
-            noise = None  # background: a crop of any training clip, mixed at a random SNR by augment_wave
+            noise = None  # background: a crop of a background clip, mixed at a random SNR by augment_wave
             if augment.noise_prob > 0 and float(torch.rand((), generator=generator)) < augment.noise_prob:
                 _, noise_wave = self._readable(
-                    int(torch.randint(0, len(self.samples), (), generator=generator))
+                    int(torch.randint(0, len(self.backgrounds), (), generator=generator)), self.backgrounds
                 )
                 noise = self._crop(noise_wave, generator)
             crop = augment_wave(crop, augment, generator, other, rate=self.audio.sample_rate, noise=noise)
