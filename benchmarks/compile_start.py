@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "src" / "openclap" / "assets" / "demo"
@@ -74,7 +75,7 @@ def main() -> None:
 
     files = [str(p) for p in sorted(DEMO.glob("*.flac"))[: args.clips]]
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"{machine_line()}; "
         f"model {args.model} (random weights), {len(files)} demo clips, {len(PROMPTS)} prompts, "
         f"{args.threads} threads"
     )

@@ -8,15 +8,13 @@ Prints a table; the baseline row is the same run with batch size 1.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
+from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
 
 import openclap
 
@@ -40,10 +38,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["tiny", "msclap-2023"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}"
-    )
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         clips = make_clips(Path(tmp), args.clips)
         print(f"{'model':<14} {'batch':>5} {'clips/s':>9} {'s/clip':>8}  {'vs batch 1':>10}")

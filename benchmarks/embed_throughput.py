@@ -30,8 +30,6 @@ import dataclasses
 import io
 import json
 import math
-import os
-import platform
 import pstats
 import resource
 import subprocess
@@ -44,6 +42,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
 
 import openclap
 import openclap.onnx as openclap_onnx
@@ -365,10 +364,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
-    )
+    print(machine_line())
     prompts = [f"this is the sound of {label.replace('_', ' ')}" for label in LABELS]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

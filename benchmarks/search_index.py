@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import time
 
 import numpy as np
-import torch
+from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
 
 from openclap.index import IndexRow, SearchIndex, exact_top_k, plan_index
 
@@ -93,10 +92,7 @@ def main() -> None:
 
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1024**3:.0f} GiB, "
-        f"faiss {faiss.__version__}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
-    )
+    print(f"{machine_line()}, faiss {faiss.__version__}")
     print(
         f"data: {args.n:,} x {args.dim} {'clustered' if args.clustered else 'uniform random'} unit vectors, "
         f"{args.queries} queries per set, top-10"
