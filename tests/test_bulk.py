@@ -21,6 +21,7 @@ from openclap.audio.io import load_audio
 from openclap.audio.windows import split_windows
 from openclap.bulk import ChunkStore, EmbedOptions, embed_to_arrays, merge_outputs, run_embed_job
 from openclap.bulk.reader import WindowPlan, iter_file_windows
+from openclap.bulk.store import OutputBusyError
 from openclap.cli import main as cli_main
 
 
@@ -164,6 +165,52 @@ def test_shards_are_disjoint_and_merge(tmp_path, pipe, esc_files):
     order = {r.path: i for i, r in enumerate(rows)}
     idx = [order[r.path] for r in merged.rows]
     assert np.allclose(merged.vectors, whole[idx], atol=1e-6)
+
+
+HOLD_LOCK = """import sys
+from openclap.bulk import ChunkStore
+with ChunkStore(sys.argv[1]).exclusive():
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_second_writer_of_one_directory_is_refused_and_a_killed_holder_frees_it(
+    tmp_path, pipe, esc_files, capsys
+):
+    # Another job (a real process) holds the directory and has a chunk in flight: a second job must not
+    # start (it would delete that chunk as a killed run's leftovers); once the holder dies, even by
+    # SIGKILL, the directory is free again.
+    out = tmp_path / "out"
+    (out / "chunks").mkdir(parents=True)
+    in_flight = out / "chunks" / "c00000000000000000001.npy.tmp"
+    in_flight.write_bytes(b"half a chunk")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD_LOCK,
+            str(out),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusyError, match=r"being written by another openclap job.*own --out"):
+            run_embed_job(pipe, esc_files[:2], out, EmbedOptions(num_workers=0))
+        run_embed_job(pipe, esc_files[2:3], tmp_path / "source", EmbedOptions(num_workers=0))
+        with pytest.raises(OutputBusyError, match=str(out)):
+            merge_outputs([tmp_path / "source"], out)
+        code = cli_main(["embed", *esc_files[:2], "--out", str(out), "--model", "tiny", "--num-workers", "0"])
+        assert code == 2 and "being written by another openclap job" in capsys.readouterr().err
+        assert in_flight.read_bytes() == b"half a chunk" and not (out / "job.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    report = run_embed_job(pipe, esc_files[:2], out, EmbedOptions(num_workers=0))
+    assert report.embedded == 2 and not in_flight.exists()  # now a dead job's leftover: cleaned
 
 
 def test_cli_npz_and_exit_codes(tmp_path, esc_files, capsys):

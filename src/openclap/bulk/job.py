@@ -334,8 +334,22 @@ def run_embed_job(
     can load the same model again.
     """
     options = options or EmbedOptions()
-    t0 = time.perf_counter()
     store = ChunkStore(out_dir)
+    with store.exclusive():  # one writer per directory: see ChunkStore.exclusive
+        return _run_embed_job(pipeline, inputs, store, options, model_name, checkpoint)
+
+
+def _run_embed_job(
+    pipeline,
+    inputs: Sequence[str | os.PathLike],
+    store: ChunkStore,
+    options: EmbedOptions,
+    model_name: str | None,
+    checkpoint: str | None,
+) -> EmbedReport:
+    """``run_embed_job``'s work, with the output directory's writer lock held."""
+    t0 = time.perf_counter()
+    out_dir = store.root
     store.check_job(job_identity(pipeline, options, model_name, checkpoint))
     store.clean_partial()
     paths = [p for p in collect_inputs(inputs, exclude=[out_dir]) if in_shard(p, options.shard)]

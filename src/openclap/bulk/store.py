@@ -7,6 +7,7 @@
     OUT/chunks/<name>.csv            one row per embedding (status "ok") or failed file (status "error")
     OUT/errors.csv                   path,size,mtime_ns,reason of every file that failed
     OUT/manifest.json                what the directory holds, written at the end of a run
+    OUT/.lock                        held (flock) by the one job writing the directory
 
 A chunk is committed by writing its ``.npy`` then its ``.csv`` (each to a temporary name, then
 ``os.replace``): a chunk counts only when its ``.csv`` exists, so a run killed at any point loses at
@@ -16,16 +17,22 @@ embedded again (its size or mtime changed), the rows of its newest chunk win.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+try:  # POSIX; on Windows there is no flock and the directory is not locked
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms CI runs
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ CHUNK_DIR = "chunks"
 JOB_FILE = "job.json"
 MANIFEST_FILE = "manifest.json"
 ERRORS_FILE = "errors.csv"
+LOCK_FILE = ".lock"
 ROW_FIELDS = (
     "path",
     "status",
@@ -122,12 +130,40 @@ def _read_rows_csv(path: Path) -> list[Row]:
         ]
 
 
+class OutputBusyError(ValueError):
+    """Another job is writing the same output directory (its ``.lock`` is held)."""
+
+
 class ChunkStore:
     """Reads and writes the chunks of one output directory."""
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.root = Path(out_dir)
         self.chunk_dir = self.root / CHUNK_DIR
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the directory's writer lock while the block runs, or raise at once if another job holds it.
+
+        Two jobs writing one directory would each take the other's half-written chunks for a killed run's
+        leftovers (``clean_partial``) and delete them. The lock is an ``flock`` on ``OUT/.lock``: the
+        kernel drops it when its holder exits, so a killed run never leaves a stale lock behind.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise OutputBusyError(
+                        f"{self.root} is being written by another openclap job right now (it holds "
+                        f"{self.root / LOCK_FILE}); give each concurrent job (each --shard) its own --out "
+                        "and join them with `openclap embed merge`, or wait for that job to finish"
+                    ) from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
 
     # ------------------------------------------------------------------------------- job identity
     def check_job(self, job: dict) -> None:
@@ -296,6 +332,12 @@ def merge_outputs(
                 f"({ {k: other.get(k) for k in IDENTITY_KEYS} } vs { {k: job.get(k) for k in IDENTITY_KEYS} })"
             )
     target = ChunkStore(out)
+    with target.exclusive():
+        return _merge_into(target, stores, job, chunk_rows)
+
+
+def _merge_into(target: ChunkStore, stores: Sequence[ChunkStore], job: dict, chunk_rows: int) -> dict:
+    """``merge_outputs``' work, with ``target``'s writer lock held."""
     target.check_job(job)
     target.clean_partial()
     # Gather every chunk of every source in write order, then keep the newest rows per file.
