@@ -8,31 +8,13 @@ import platform
 
 import torch
 
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from openclap.hardware import cpu_flags, cpu_model
 
 
 def cpu_features() -> str:
-    """The vector/matrix extensions that decide which precision is fast here: torch's dispatch level
-    (DEFAULT, AVX2, AVX512) and whether the CPU reports AVX-512 VNNI/BF16 and AMX."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    """The extensions that decide which precision is fast here: torch's dispatch level (DEFAULT, AVX2,
+    AVX512) and whether the CPU reports AVX-512 VNNI/BF16 and AMX."""
+    flags = set(cpu_flags())
     extras = [name for name in ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if name in flags]
     level = torch.backends.cpu.get_cpu_capability()
     return f"{level}" + (f" + {', '.join(extras)}" if extras else " (no AVX-512 VNNI/BF16, no AMX)")

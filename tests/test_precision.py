@@ -154,6 +154,28 @@ def test_compile_cache_is_keyed_by_weights_and_device(tmp_path, monkeypatch) -> 
     assert compile_cache_dir(model, torch.device("meta")) != key
 
 
+def test_compile_cache_key_follows_the_cpu_flags(tmp_path, monkeypatch) -> None:
+    """Kernels compiled for a CPU with AVX-512/AMX must not be loaded on one without: the key reads the
+    flags line of /proc/cpuinfo (here a file in its format), and so does the benchmarks' machine line."""
+    from openclap import hardware
+
+    monkeypatch.setenv("OPENCLAP_COMPILE_CACHE", str(tmp_path))
+    model = openclap.load("tiny", pretrained=False).model
+    cpuinfo = tmp_path / "cpuinfo"
+    keys = []
+    for flags in ("fpu sse2 avx2 fma", "fpu sse2 avx2 fma avx512f amx_bf16", "fpu sse2 avx2 fma"):
+        cpuinfo.write_text(
+            f"processor\t: 0\nmodel name\t: Test CPU @ 2.0GHz\nflags\t\t: {flags}\n\n"
+            f"processor\t: 1\nmodel name\t: Test CPU @ 2.0GHz\nflags\t\t: {flags}\n"
+        )
+        monkeypatch.setattr(hardware, "CPUINFO", str(cpuinfo))
+        assert hardware.cpu_flags() == flags.split() and hardware.cpu_model() == "Test CPU @ 2.0GHz"
+        keys.append(compile_cache_dir(model, torch.device("cpu")))
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    monkeypatch.setattr(hardware, "CPUINFO", str(tmp_path / "missing"))  # not Linux: no flags, a name
+    assert hardware.cpu_flags() == [] and hardware.cpu_model()
+
+
 @pytest.mark.slow  # AOT-compiling tiny's HTSAT and GPT-2: ~6 min on 2 loaded cores (once; the second load reads it)
 def test_compiled_matches_eager(esc_clips: list[str], tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("OPENCLAP_COMPILE_CACHE", str(tmp_path))

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from openclap.errors import model_fingerprint
+from openclap.hardware import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,7 @@ def compile_cache_root() -> Path:
 
 def _machine_key(device: torch.device) -> dict:
     """What a compiled kernel depends on besides the model: torch, device and instruction set."""
-    flags = ""
-    if os.path.exists("/proc/cpuinfo"):  # generated code targets this CPU's vector extensions
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].strip() for line in f if line.startswith("flags")), "")
+    flags = " ".join(cpu_flags())  # generated code targets this CPU's vector extensions
     key = {"torch": torch.__version__, "device": device.type, "machine": platform.machine(), "cpu": flags}
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
