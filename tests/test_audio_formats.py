@@ -156,6 +156,8 @@ def test_choose_the_audio_stream(media, stereo):
 def test_what_is_not_audio_says_so(tmp_path, stereo, media):
     encode_file(tmp_path / "no_sound.mp4", None, RATE, "", "mp4", video="mpeg4")
     (tmp_path / "notes.txt").write_text("field recordings, day 2\n")
+    # .dat is the VCD extension: FFmpeg's MPEG demuxer takes it and runs out of data while probing
+    (tmp_path / "log.dat").write_text("field recordings, day 2\n")
     cut = tmp_path / "cut.webm"
     data = (media / "opus.webm").read_bytes()
     cut.write_bytes(data[: len(data) // 2])
@@ -164,6 +166,7 @@ def test_what_is_not_audio_says_so(tmp_path, stereo, media):
     cases = {
         "no_sound.mp4": "no audio stream",
         "notes.txt": "not audio",
+        "log.dat": "not audio",
         "cut.webm": None,
         "broken.m4a": None,
     }

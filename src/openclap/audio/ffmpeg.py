@@ -112,7 +112,7 @@ class FFmpegFile:
                 options=options,
                 metadata_errors="ignore",
             )
-        except av.error.InvalidDataError as exc:
+        except (av.error.InvalidDataError, av.error.EOFError) as exc:  # EOF: ran out while probing
             which = "libsndfile or FFmpeg" if tried else "FFmpeg"
             why = f"{tried + '; ' if tried else ''}FFmpeg: {_reason(exc)}"
             if named_as_media(self._path or getattr(source, "name", None)):
