@@ -10,6 +10,7 @@ Also: template averaging, the embedding cache (a second run decodes nothing), ba
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -206,3 +207,15 @@ def test_bad_and_missing_files_are_counted_and_excluded(tmp_path, data, pipeline
     }
     summary = [r for r in caplog.records if "excluded" in r.getMessage()]
     assert len(summary) == 1 and "3 of 9" in summary[0].getMessage()  # reported once, with counts
+    # the JSON form (`openclap eval --json`, results.json) carries the same numbers under its documented keys
+    d = json.loads(json.dumps(result.as_dict()))
+    assert d["kind"] == "zeroshot" and (d["dataset"], d["task"], d["split"]) == (
+        result.dataset,
+        result.task,
+        result.split,
+    )
+    assert (d["num_items"], d["num_evaluated"], d["excluded"]["count"]) == (9, 6, 3)
+    assert d["classes"] == result.classes and d["templates"] == result.templates
+    assert d["metrics"] == result.metrics and d["per_class"] == result.per_class
+    assert d["confusion_matrix"] == result.confusion.tolist() and np.sum(d["confusion_matrix"]) == 6
+    assert d["timing"] == result.timing and d["notes"] == result.notes
