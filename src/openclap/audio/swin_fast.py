@@ -26,11 +26,12 @@ from torch import Tensor
 
 from openclap.audio.swin import PatchMerging, SwinBlock, SwinStage, WindowAttention, shifted_window_mask
 
-# Chunked inference (see block_forward): rows per chunk of windows, 0 = off. Used only with at most
-# CHUNK_MAX_THREADS intra-op threads: on the shared 2-core machine, 2 threads over many small chunks were
-# slower (each op's parallel region waits for both threads, and busy cores make that wait long).
+# Chunked inference (see block_forward): rows per chunk of windows and per intra-op thread, 0 = off.
+# 4096 rows per thread keep a chunk's intermediates in each core's cache. On the quiet 2-core development
+# VM, 2 threads over 8192-row chunks ran HTSAT 6-13 % faster than unchunked (benchmarks/htsat_profile.py:
+# "fast+fused" against "fast+fused, unchunked"); on many cores a batch's stage fits in one chunk, so
+# nothing changes there.
 CHUNK_ROWS = 4096
-CHUNK_MAX_THREADS = 1
 # oneDNN's fused linear + pointwise ops (the ones torch.compile's CPU backend emits): fc1 + GELU and
 # fc2/proj + residual add in one pass over the output, which eager PyTorch otherwise reads and writes again
 # per op. Same arithmetic (bit-identical in tests/test_audio_encoders.py); used without autograd in fp32
@@ -209,21 +210,17 @@ def block_forward(block: SwinBlock, x: Tensor, batch: int) -> Tensor:
     block runs over runs of whole windows (about ``CHUNK_ROWS`` rows each) and writes into one output: the
     intermediates (qkv, attention, the 4x-wide MLP hidden state) stay small and cache-resident instead of
     being allocated at full size (tens of MB at batch 8, which glibc maps and faults in afresh on every
-    call). Same ops per window, so the same numbers. One intra-op thread only (``CHUNK_MAX_THREADS``).
+    call). Same ops per window, so the same numbers. A chunk holds about ``CHUNK_ROWS`` rows per intra-op
+    thread.
     """
     # Not while torch.compile traces: the chunk loop would recompile per block (dynamo's limit), and the
     # compiled graph fuses the intermediates anyway.
-    chunked = (
-        CHUNK_ROWS > 0
-        and torch.get_num_threads() <= CHUNK_MAX_THREADS
-        and not torch.compiler.is_compiling()
-        and not torch.is_grad_enabled()
-    )
+    chunked = CHUNK_ROWS > 0 and not torch.compiler.is_compiling() and not torch.is_grad_enabled()
     N = block.ws * block.ws
     nW = x.shape[0] // (batch * N)
     if not chunked:
         return _block_windows(block, x, batch, 0, nW, None)
-    step = max(1, CHUNK_ROWS // (batch * N))  # windows per chunk
+    step = max(1, CHUNK_ROWS * torch.get_num_threads() // (batch * N))  # windows per chunk
     bounds = list(range(0, block.plain_windows, step)) + list(range(block.plain_windows, nW, step)) + [nW]
     if len(bounds) == 2:
         return _block_windows(block, x, batch, 0, nW, None)
