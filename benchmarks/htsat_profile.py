@@ -97,6 +97,7 @@ def main() -> None:
         ("reference", False, False, chunk_rows),
     )
     best: dict[str, tuple[float, float]] = {}
+    per_round: dict[str, list[float]] = {}
     with torch.inference_mode():
         for _ in range(args.rounds):  # the paths take turns, so a slow minute does not pick a winner
             for name, fast, fused, rows_per_thread in paths:
@@ -104,6 +105,7 @@ def main() -> None:
                 swin_fast.FUSED_LINEAR = fused
                 swin_fast.CHUNK_ROWS = rows_per_thread
                 t, spread = median_seconds(lambda: model(mel), args.repeats)
+                per_round.setdefault(name, []).append(t)
                 if name not in best or t < best[name][0]:
                     best[name] = (t, spread)
         model.set_fast_path(True)
@@ -117,6 +119,13 @@ def main() -> None:
             f"{name:<22} {1000 * t / args.batch:8.1f} {1000 * spread / args.batch:7.1f} {rate:8.1f} {rate / roof:8.1%}"
         )
     print(f"(roof measured again after the runs: {t_roof2:.1f} GFLOP/s)")
+    # Paired by round (the two rows ran minutes apart at most), so the VM's drift cancels more than in
+    # the best-of columns above.
+    gains = [u / c for u, c in zip(per_round["fast+fused, unchunked"], per_round["fast+fused"])]
+    print(
+        f"chunked vs unchunked, per round: median {statistics.median(gains):.3f}x "
+        f"(min {min(gains):.3f}, max {max(gains):.3f}, {len(gains)} rounds)"
+    )
     handles = module_labels(model)
     with (
         torch.inference_mode(),

@@ -30,7 +30,7 @@ from openclap.audio.swin import PatchMerging, SwinBlock, SwinStage, WindowAttent
 # 4096 rows per thread keep a chunk's intermediates in each core's cache. On the quiet 2-core development
 # VM with 2 threads, chunked against unchunked in interleaved rounds of one process: HTSAT 1.12x (median of
 # 12 rounds), embed_audio 1.04x (ESC-10 files) and 1.16x (mixed files); benchmarks/htsat_profile.py
-# prints both rows ("fast+fused", "fast+fused, unchunked"), where the VM's drift shows less of the gap.
+# --rounds N prints both rows and their per-round ratio.
 # On many cores a batch's stage fits in one chunk, so nothing changes there.
 CHUNK_ROWS = 4096
 # oneDNN's fused linear + pointwise ops (the ones torch.compile's CPU backend emits): fc1 + GELU and
