@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
+from _memory import peak_rss_mb  # benchmarks/_memory.py (standard library only)
 
 
 def main() -> None:
@@ -96,7 +96,7 @@ def main() -> None:
         best = min(best, time.perf_counter() - t0)
     np.save(out / "msclap_text.npy", temb.numpy())
     result["text"] = {"texts": len(texts), "seconds": best, "texts_per_s": len(texts) / best}
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()  # VmHWM: ru_maxrss would include the parent's
     (out / "msclap_result.json").write_text(json.dumps(result, indent=2))
 
 

@@ -9,7 +9,8 @@ Speed options (docs/inference.md): after the msclap table, the same workloads wi
 compiled float32 (``compile=True``: compiled once into the package cache, then timed from a warm start
 that loads the packages; both start times in the label), bfloat16 autocast and ONNX Runtime, each
 against float32 eager on the same weights (speed ratio and minimum cosine to float32), timed after one
-warm-up pass whose seconds are shown.
+warm-up pass whose seconds are shown. Each option's peak RSS comes from a fresh process of its own that
+loads the model with that option and embeds every workload once (the timing process holds all of them).
 
 Audio: real ESC-10 recordings (../shared/data) resampled to 44.1 kHz and cut to 7 s, and a mixed folder of
 real files at 8 and 16 kHz. Model: msclap-2023 with random weights. When the side venv of the weights
@@ -31,7 +32,6 @@ import io
 import json
 import math
 import pstats
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +43,7 @@ import soundfile as sf
 import soxr
 import torch
 from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
+from _memory import peak_rss_mb, wait_peak_rss_mb
 
 import openclap
 import openclap.onnx as openclap_onnx
@@ -117,8 +118,41 @@ LABELS = [
 ]
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# One speed option in a process of its own: load, embed every workload once, print the peak RSS in MB. The
+# timing process holds every option's model at once, so its own peak says nothing about one option.
+MEMORY_CHILD = r"""
+import json, sys, torch, openclap
+import openclap.onnx as openclap_onnx
+spec = json.loads(sys.argv[1])
+sys.path.insert(0, spec["benchmarks"])
+from _memory import peak_rss_mb
+torch.set_num_threads(spec["threads"])
+option = spec["option"]
+if option == "onnx":
+    pipe = openclap_onnx.load(spec["onnx_dir"], threads=spec["threads"])
+else:
+    kwargs = {"checkpoint": spec["checkpoint"]} if spec["checkpoint"] else {"pretrained": False}
+    pipe = openclap.load("msclap-2023", int8=option == "int8", compile=option == "compile",
+                         dtype="bfloat16" if option == "bf16" else "float32", **kwargs)
+for files in spec["sets"]:
+    pipe.embed_audio(files, batch_size=spec["batch_size"])
+pipe.embed_text(spec["prompts"])
+print(peak_rss_mb())
+"""
+
+
+def option_peak_rss_mb(option: str, spec: dict) -> float:
+    """Peak RSS (MB) of a fresh process that embeds every workload once with one speed option."""
+    run = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, json.dumps({**spec, "option": option})],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        print(f"peak RSS of option {option}: the child failed: {run.stderr.strip()[-500:]}")
+        return float("nan")
+    return float(run.stdout.strip().splitlines()[-1])
 
 
 def make_sets(folder: Path, clips: int, mixed: int) -> dict[str, list[str]]:
@@ -284,7 +318,7 @@ def long_file_run(work: Path, minutes: float) -> None:
     )
     out = work / "long_out"
     t0 = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -301,18 +335,17 @@ def long_file_run(work: Path, minutes: float) -> None:
             "1",
             "--no-progress",
         ],
-        capture_output=True,
-        text=True,
-        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "long_embed.err").open("w"),  # a file: a pipe left unread while polling could fill
     )
+    streamed_rss = wait_peak_rss_mb(proc)  # the embed process and its decode workers
     wall = time.perf_counter() - t0
-    streamed_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if proc.returncode != 0:
-        print("  openclap embed failed:", proc.stderr[-800:])
+        print("  openclap embed failed:", (work / "long_embed.err").read_text()[-800:])
         return
     code = (
-        f"import openclap, resource; p = openclap.load('tiny'); p.embed_audio([{str(path)!r}]);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from _memory import peak_rss_mb;"
+        f"import openclap; p = openclap.load('tiny'); p.embed_audio([{str(path)!r}]); print(peak_rss_mb())"
     )
     whole = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     whole_rss = float(whole.stdout.strip().splitlines()[-1]) if whole.returncode == 0 else float("nan")
@@ -449,7 +482,7 @@ def main() -> None:
         # Speed options on the same weights, each timed like the float32 baseline after a warm-up pass over
         # every workload (for --compile that pass compiles, once per new batch shape), reported apart. The
         # float32 baseline is timed again after each option and its best so far is the ratio's denominator.
-        variants = [("float32 (eager, the default)", lambda: pipe.model, "float32", False)]
+        variants = [("float32 (eager, the default)", lambda: pipe.model, "float32", False, "fp32")]
         if not args.no_int8:
             variants.append(
                 (
@@ -457,19 +490,37 @@ def main() -> None:
                     lambda: quantize_int8(pipe.model),
                     "float32",
                     False,
+                    "int8",
                 )
             )
         if not args.no_compile:
             variants.append(
-                ("compiled float32 (AOTInductor)", lambda: copy.deepcopy(pipe.model), "float32", True)
+                (
+                    "compiled float32 (AOTInductor)",
+                    lambda: copy.deepcopy(pipe.model),
+                    "float32",
+                    True,
+                    "compile",
+                )
             )
         if not args.no_bf16:
-            variants.append(("bfloat16 autocast (CPU)", lambda: copy.deepcopy(pipe.model), "bfloat16", False))
+            variants.append(
+                ("bfloat16 autocast (CPU)", lambda: copy.deepcopy(pipe.model), "bfloat16", False, "bf16")
+            )
         if not args.no_onnx:  # the exported towers on ONNX Runtime, numpy front end (openclap.onnx)
-            variants.append(("ONNX Runtime (float32)", None, "float32", False))
-        option_rows, baseline = [], None
+            variants.append(("ONNX Runtime (float32)", None, "float32", False, "onnx"))
+        option_rows, baseline, option_rss = [], None, {}
+        memory_spec = {
+            "checkpoint": str(pth) if same_weights else None,
+            "threads": torch.get_num_threads(),
+            "batch_size": args.batch_size,
+            "sets": list(sets.values()),
+            "prompts": prompts,
+            "onnx_dir": str(work / "onnx"),
+            "benchmarks": str(Path(__file__).resolve().parent),
+        }
         roof = matmul_roof()
-        for label, make_model, dtype, compile_ in variants:
+        for label, make_model, dtype, compile_, option in variants:
             if make_model is None:
                 export_onnx(pipe, work / "onnx")
                 variant = openclap_onnx.load(work / "onnx", threads=torch.get_num_threads())
@@ -492,6 +543,7 @@ def main() -> None:
             else:  # float32 timed again right after the option: its ratio compares one moment, not two
                 again, _, _ = time_variant(eager, sets, prompts, fp32, temb, args.batch_size, args.repeats)
                 baseline = {k: max(baseline[k], again[k]) for k in baseline}
+            option_rss[label] = option_peak_rss_mb(option, memory_spec)  # after the option's own run
             for work_name, speed in speeds.items():
                 work_label = f"audio {work_name}" if work_name in sets else "text prompts"
                 option_rows.append(
@@ -526,13 +578,15 @@ def main() -> None:
                 f"HTSAT-tiny (msclap-2023) is {HTSAT_GFLOP_7S} GFLOP per 7 s clip (torch.utils.flop_counter)"
             )
             print(
-                "| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) | of roof |"
+                "| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) "
+                "| of roof | peak RSS, own process (MB) |"
             )
-            print("|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|")
             for label, work_name, speed, ratio, c, warm in option_rows:
                 frac = f"{speed * HTSAT_GFLOP_7S / roof:.0%}" if work_name == "audio 7s_44k" else "-"
                 print(
-                    f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} | {frac} |"
+                    f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} | {frac} "
+                    f"| {option_rss[label]:.0f} |"
                 )
         if args.profile:
             profile_report(pipe, sets["7s_44k"])

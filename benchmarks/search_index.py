@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import numpy as np
 from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
+from _memory import peak_rss_mb, rss_mb
 
 from openclap.index import IndexRow, SearchIndex, exact_top_k, plan_index
 
 
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far, GB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return peak_rss_mb() / 1024
 
 
 def current_rss_gb() -> float:
     """Resident memory of this process now, GB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
+    return rss_mb()[0] / 1024
 
 
 def make_vectors(n: int, dim: int, seed: int, clustered: bool, centre_seed: int | None = None) -> np.ndarray:

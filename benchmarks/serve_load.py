@@ -30,26 +30,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
+from _memory import reset_peak, rss_mb  # benchmarks/_memory.py (scripts run from benchmarks/)
 
 import openclap
 
 DEMO = Path(openclap.__file__).parent / "assets" / "demo"
 TOKEN = "load-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of ``pid`` in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def reset_peak(pid: int) -> None:
-    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def issue_flac(path: Path) -> Path:
@@ -289,21 +276,26 @@ def run_phase(url: str, pid: int, clients: int, seconds: float, malicious: bool,
 
 
 DECODE_CHILD = """
-import resource, sys, numpy as np, soundfile as sf
+import sys, numpy as np, soundfile as sf
+sys.path.insert(0, sys.argv[3])  # benchmarks/, for _memory (VmHWM: ru_maxrss would include the parent's)
+from _memory import peak_rss_mb
 from openclap.audio.io import DecodeBudget, load_audio
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_rss_mb()
 if sys.argv[2] == "one-read":
     data = sf.read(sys.argv[1], dtype="float32", always_2d=True)[0]
     mono = data.mean(axis=1, dtype=np.float64).astype(np.float32)
 else:
     mono = load_audio(sys.argv[1], 44100, budget=DecodeBudget(max_samples=None, max_rate=700_000))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(peak_rss_mb() - base)
 """
 
 
 def decode_peak(path: Path, how: str) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", DECODE_CHILD, str(path), how], check=False, capture_output=True, text=True
+        [sys.executable, "-c", DECODE_CHILD, str(path), how, str(Path(__file__).resolve().parent)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
