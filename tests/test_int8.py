@@ -59,3 +59,19 @@ def test_keep_list_and_per_tensor_option() -> None:
 def test_int8_refuses_other_speed_options() -> None:
     with pytest.raises(ValueError, match="int8=True is its own CPU path"):
         openclap.load("openclap-mini", int8=True, dtype="bfloat16")
+
+
+def test_inplace_quantizes_the_model_itself_with_the_same_numbers() -> None:
+    """load(int8=True) owns its model and quantizes it in place: no second float32 copy in memory."""
+    model = openclap.load("openclap-mini").model
+    copied = quantize_int8(model)
+    assert type(model.audio_encoder.layers[0].blocks[0].attn.qkv) is nn.Linear  # a copy: untouched
+    same = quantize_int8(model, inplace=True)
+    assert same is model
+    assert isinstance(model.audio_encoder.layers[0].blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
+    assert same.openclap_fingerprint == copied.openclap_fingerprint
+    wave = torch.randn(2, 40_000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        assert torch.equal(same.encode_audio(wave), copied.encode_audio(wave))
+    loaded = openclap.load("openclap-mini", int8=True).model
+    assert isinstance(loaded.audio_encoder.layers[0].blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)

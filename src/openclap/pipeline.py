@@ -493,7 +493,7 @@ def load(
     if int8:
         from openclap.bulk.speed import quantize_int8
 
-        model = quantize_int8(model)
+        model = quantize_int8(model, inplace=True)  # ours: no second fp32 copy at load
     pipeline = ClapPipeline(model, text_tokenizer, device=device, dtype=dtype, compile=compile)
     pipeline.random_weights = has_random_weights(name_or_dir, checkpoint, pretrained)
     if not isinstance(name_or_dir, ClapConfig) and (Path(name_or_dir) / TEMPLATES_NAME).is_file():

@@ -20,7 +20,10 @@ INT8_KEEP_FP32: tuple[str, ...] = (r"^audio_projection\.", r"^text_projection\."
 
 
 def quantize_int8(
-    model: nn.Module, keep_fp32: tuple[str, ...] | None = None, per_channel: bool = True
+    model: nn.Module,
+    keep_fp32: tuple[str, ...] | None = None,
+    per_channel: bool = True,
+    inplace: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` with its ``nn.Linear`` layers dynamically quantized to int8 (CPU only).
 
@@ -28,7 +31,8 @@ def quantize_int8(
     per call at run time (``torch.ao.quantization.quantize_dynamic``); layers whose name matches a regex of
     ``keep_fp32`` (default ``INT8_KEEP_FP32``) stay fp32, as do convolutions and attention matmuls.
     Accuracy and speed are measured in benchmarks/int8_sensitivity.py and benchmarks/embed_throughput.py.
-    The copy remembers the fp32 model's fingerprint, tagged ``+int8``.
+    The copy remembers the fp32 model's fingerprint, tagged ``+int8``. ``inplace=True`` quantizes ``model``
+    itself and returns it: for a caller that owns the model, no second float32 copy in memory meanwhile.
     """
     import re
 
@@ -49,8 +53,9 @@ def quantize_int8(
             for name, module in model.named_modules()
             if type(module) is nn.Linear and not any(re.search(k, name) for k in keep)
         }
+        target = model if inplace else copy.deepcopy(model)
         quantized = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8
+            target.cpu().eval(), spec, dtype=torch.qint8, inplace=inplace
         )
     quantized.openclap_fingerprint = fingerprint
     logger.info("int8: %d Linear layers quantized, kept fp32: %s", len(spec), keep)

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--int8 is a CPU path; drop it or use --device cpu")
         from openclap.bulk.speed import quantize_int8
 
-        pipeline.model = quantize_int8(pipeline.model)
+        pipeline.model = quantize_int8(pipeline.model, inplace=True)
     if args.out.endswith(".npz"):
         vectors, rows = embed_to_arrays(pipeline, args.inputs, options)
         if not rows:
