@@ -44,6 +44,7 @@ import soxr
 import torch
 from _machine import machine_line  # benchmarks/_machine.py (scripts run from benchmarks/)
 from _memory import peak_rss_mb, wait_peak_rss_mb
+from htsat_profile import reference_gflop  # benchmarks/htsat_profile.py
 
 import openclap
 import openclap.onnx as openclap_onnx
@@ -180,10 +181,6 @@ def timed(fn, repeats: int):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
-
-
-# FLOPs of one 7 s clip through msclap-2023's HTSAT-tiny (benchmarks/htsat_profile.py, flop_counter).
-HTSAT_GFLOP_7S = 11.49
 
 
 def matmul_roof() -> float:
@@ -520,6 +517,9 @@ def main() -> None:
             "benchmarks": str(Path(__file__).resolve().parent),
         }
         roof = matmul_roof()
+        with torch.no_grad():  # FLOPs of one 7 s clip through the audio encoder, for the "of roof" column
+            one_clip = torch.zeros(1, 7 * pipe.config.audio.frontend.sample_rate)
+            gflop_7s = reference_gflop(pipe.model.audio_encoder, pipe.model.audio_frontend(one_clip))
         for label, make_model, dtype, compile_, option in variants:
             if make_model is None:
                 export_onnx(pipe, work / "onnx")
@@ -575,7 +575,7 @@ def main() -> None:
             roof = max(roof, matmul_roof())  # measured before and after the rows: the quieter one
             print(
                 f"\nroof: a 2048^2 float32 matmul ran at {roof:.0f} GFLOP/s with {torch.get_num_threads()} threads; "
-                f"HTSAT-tiny (msclap-2023) is {HTSAT_GFLOP_7S} GFLOP per 7 s clip (torch.utils.flop_counter)"
+                f"HTSAT-tiny (msclap-2023) is {gflop_7s:.2f} GFLOP per 7 s clip (torch.utils.flop_counter)"
             )
             print(
                 "| speed option (CPU) | workload | /s | vs float32 | min cosine to float32 | warm-up pass (s) "
@@ -583,7 +583,7 @@ def main() -> None:
             )
             print("|---|---|---|---|---|---|---|---|")
             for label, work_name, speed, ratio, c, warm in option_rows:
-                frac = f"{speed * HTSAT_GFLOP_7S / roof:.0%}" if work_name == "audio 7s_44k" else "-"
+                frac = f"{speed * gflop_7s / roof:.0%}" if work_name == "audio 7s_44k" else "-"
                 print(
                     f"| {label} | {work_name} | {speed:.2f} | {ratio:.2f}x | {c:.6f} | {warm:.0f} | {frac} "
                     f"| {option_rss[label]:.0f} |"
