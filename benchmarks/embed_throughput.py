@@ -561,9 +561,12 @@ def main() -> None:
             print(
                 f"| {label} | {f'{m:.2f}' if m else 'n/a'} | {o:.2f} | {f'{b:.2f}' if b else '-'} | {sp} | {c} |"
             )
+        own = option_rss.get("float32 (eager, the default)")
         print(
-            f"\npeak RSS: openclap process {peak_rss_mb():.0f} MB"
-            + (f", msclap process {ms['peak_rss_mb']:.0f} MB" if ms else "")
+            "\npeak RSS: "
+            + (f"msclap process {ms['peak_rss_mb']:.0f} MB, " if ms else "")
+            + (f"openclap float32 in a process of its own {own:.0f} MB, " if own else "")
+            + f"this timing process (every option's model at once) {peak_rss_mb():.0f} MB"
         )
         if ms is None or not same_weights:
             print(f"msclap column: {why}")
