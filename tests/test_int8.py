@@ -61,7 +61,7 @@ def test_int8_refuses_other_speed_options() -> None:
         openclap.load("openclap-mini", int8=True, dtype="bfloat16")
 
 
-def test_inplace_quantizes_the_model_itself_with_the_same_numbers() -> None:
+def test_inplace_quantizes_the_model_itself_with_the_same_numbers(monkeypatch) -> None:
     """load(int8=True) owns its model and quantizes it in place: no second float32 copy in memory."""
     model = openclap.load("openclap-mini").model
     copied = quantize_int8(model)
@@ -73,5 +73,17 @@ def test_inplace_quantizes_the_model_itself_with_the_same_numbers() -> None:
     wave = torch.randn(2, 40_000, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
         assert torch.equal(same.encode_audio(wave), copied.encode_audio(wave))
+    # load() hands quantize_int8 the model it built and gets that very object back (no copy made)
+    from openclap.bulk import speed
+
+    returned_its_input = []
+
+    def quantize_and_record(model, **kwargs):
+        out = quantize_int8(model, **kwargs)
+        returned_its_input.append(out is model)
+        return out
+
+    monkeypatch.setattr(speed, "quantize_int8", quantize_and_record)
     loaded = openclap.load("openclap-mini", int8=True).model
+    assert returned_its_input == [True]
     assert isinstance(loaded.audio_encoder.layers[0].blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
