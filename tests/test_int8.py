@@ -87,3 +87,30 @@ def test_inplace_quantizes_the_model_itself_with_the_same_numbers(monkeypatch) -
     loaded = openclap.load("openclap-mini", int8=True).model
     assert returned_its_input == [True]
     assert isinstance(loaded.audio_encoder.layers[0].blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
+
+
+def test_cli_embed_int8_gives_the_python_api_vectors(tmp_path: Path, monkeypatch) -> None:
+    """`openclap embed --int8` quantizes the pipeline's own model in place and embeds what load(int8=True)
+    embeds."""
+    from openclap.bulk import speed
+    from openclap.cli import main as cli_main
+
+    # one file: dynamic int8 scales its activations per batch, so the CLI and the API must batch alike
+    files = [str(CLIPS[0])]
+    returned_its_input = []
+
+    def quantize_and_record(model, **kwargs):
+        out = quantize_int8(model, **kwargs)
+        returned_its_input.append(out is model)
+        return out
+
+    monkeypatch.setattr(speed, "quantize_int8", quantize_and_record)
+    base = ["embed", *files, "--num-workers", "0", "--pool", "mean", "--model", "openclap-mini"]
+    assert cli_main([*base, "--out", str(tmp_path / "int8.npz"), "--int8"]) == 0
+    assert returned_its_input == [True]
+    assert cli_main([*base, "--out", str(tmp_path / "fp32.npz")]) == 0
+    cli_int8 = np.load(tmp_path / "int8.npz")["embeddings"]
+    cli_fp32 = np.load(tmp_path / "fp32.npz")["embeddings"]
+    lib_int8 = openclap.load("openclap-mini", int8=True).embed_audio(files)
+    np.testing.assert_allclose(cli_int8, lib_int8, atol=1e-6)
+    assert np.abs(cli_int8 - cli_fp32).max() > 1e-5  # the flag changed the numbers: it was not dropped
