@@ -159,12 +159,25 @@ def family_save_dir(family: ModelFamily, model: torch.nn.Module, directory: str 
     tmp_config = out / (family.config_name + ".tmp")
     tmp_config.write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     os.replace(tmp_config, out / family.config_name)
-    tmp = out / (WEIGHTS_NAME + ".tmp")
+    write_safetensors(family_state_dict(family, model), out / WEIGHTS_NAME)
+    return out
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write ``tensors`` to ``path`` atomically (a temporary file, then ``os.replace``), the same bytes for
+    the same tensors, readable as any new file is (``0o666`` less the umask)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
     # One metadata entry: safetensors writes its metadata map in hash order, so with two entries the same
     # weights could give different file bytes from save to save (the model's name is in the config file).
-    save_file(family_state_dict(family, model), str(tmp), metadata=SAFETENSORS_METADATA)
-    os.replace(tmp, out / WEIGHTS_NAME)
-    return out
+    save_file(tensors, str(tmp), metadata=SAFETENSORS_METADATA)
+    # safetensors creates its file owner-only (0600): a model saved by one account and served by another
+    # (a service user, a shared folder) could not be read
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+    return path
 
 
 def family_has_random_weights(

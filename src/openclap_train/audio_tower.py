@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from openclap.config import ClapConfig
 from openclap.errors import CheckpointError, check_state_dict
-from openclap.factory import CONFIG_NAME, SAFETENSORS_METADATA, WEIGHTS_NAME
+from openclap.factory import CONFIG_NAME, WEIGHTS_NAME, write_safetensors
 from openclap.model import ClapModel
 
 # the tower's keys in ClapModel (and in the multi-task model, whose tower has the same names)
@@ -53,13 +53,7 @@ def save_audio_tower(
     if bad:
         raise ValueError(f"an audio tower holds only {TOWER_PREFIXES} keys; got {bad[:5]}")
     (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    tmp = out / (TOWER_WEIGHTS + ".tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tower.items()},
-        str(tmp),
-        metadata=SAFETENSORS_METADATA,  # one entry: same weights, same bytes (see openclap.factory)
-    )
-    os.replace(tmp, out / TOWER_WEIGHTS)
+    write_safetensors({k: v.detach().cpu().contiguous() for k, v in tower.items()}, out / TOWER_WEIGHTS)
     if tasks is not None:
         (out / TASKS_NAME).write_text(json.dumps(tasks, indent=2) + "\n")
     return out
