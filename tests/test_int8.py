@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from full_presets import full_preset
 from torch import nn
 
 import openclap
@@ -114,3 +115,21 @@ def test_cli_embed_int8_gives_the_python_api_vectors(tmp_path: Path, monkeypatch
     lib_int8 = openclap.load("openclap-mini", int8=True).embed_audio(files)
     np.testing.assert_allclose(cli_int8, lib_int8, atol=1e-6)
     assert np.abs(cli_int8 - cli_fp32).max() > 1e-5  # the flag changed the numbers: it was not dropped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["msclap-2023", "msclap-2022", "laion-htsat-tiny-roberta"])
+def test_full_presets_int8_close_to_fp32(preset: str, tmp_path: Path) -> None:
+    """The int8 target (min cosine >= 0.999 to fp32) on the full-size networks, trained-like random weights
+    (tests/full_presets.py), all 17 demo clips."""
+    from openclap.pipeline import ClapPipeline
+
+    fp32 = full_preset(preset, tmp_path, CLIPS[:8])
+    int8 = ClapPipeline(quantize_int8(fp32.model), fp32.tokenizer)
+    a32, a8 = fp32.embed_audio(CLIPS, batch_size=4), int8.embed_audio(CLIPS, batch_size=4)
+    t32, t8 = fp32.embed_text(PROMPTS), int8.embed_text(PROMPTS)
+    cos_a, cos_t = (a32 * a8).sum(1), (t32 * t8).sum(1)
+    print(f"{preset} int8 vs fp32: min cosine audio {cos_a.min():.6f}, text {cos_t.min():.6f}")
+    assert cos_a.min() >= 0.999 and cos_t.min() >= 0.999
+    assert np.abs(a32 - a8).max() > 1e-4  # it did quantize the audio tower
+    assert float(np.abs(a32[0] - a32[1]).max()) > 1e-2  # and the clips differ: not a comparison of constants
