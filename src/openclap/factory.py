@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,12 +171,14 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike)
     tmp = path.with_name(path.name + ".tmp")
     # One metadata entry: safetensors writes its metadata map in hash order, so with two entries the same
     # weights could give different file bytes from save to save (the model's name is in the config file).
+    # safetensors writes its file owner-only (0600): a model saved by one account and served by another (a
+    # service user, a shared folder) could not be read. A file created here first gets the usual mode (the
+    # umask read without os.umask, which would change it for every thread meanwhile).
+    tmp.unlink(missing_ok=True)
+    tmp.touch()
+    mode = stat.S_IMODE(tmp.stat().st_mode)
     save_file(tensors, str(tmp), metadata=SAFETENSORS_METADATA)
-    # safetensors creates its file owner-only (0600): a model saved by one account and served by another
-    # (a service user, a shared folder) could not be read
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
     return path
 
