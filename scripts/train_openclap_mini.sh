@@ -43,7 +43,7 @@ def write(name, manifest, keep):
         w.writerows(rows)
 
 for spec in recipe.val_manifest:
-    if spec.display_name.startswith(("esc10", "instruments")):
+    if spec.display_name.startswith(("esc10", "instruments", "fsdd-val-takes")):
         paths = {str(Path(s.path).resolve()) for s in read_manifest(spec)}
         write(spec.display_name, spec.path, lambda r, p: p in paths)
 # the held-out speaker: all his clips (the split column tells train-split from test-split ones)
@@ -94,6 +94,10 @@ fi
 if [ -f "$HELDOUT/timbre-val/manifest.csv" ]; then
   ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --template "$(tpl instruments)" > "$RUN_DIR/eval/val-timbre-label.json"
   ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --label-column family --template "$(tpl family)" > "$RUN_DIR/eval/val-timbre-family.json"
+fi
+
+if [ -f "$RUN_DIR/eval/fsdd-val-takes.csv" ]; then  # the seen speakers' held-out takes (recipes that hold them out)
+  ev zeroshot --manifest "$RUN_DIR/eval/fsdd-val-takes.csv" --split train --template "$(tpl fsdd)" > "$RUN_DIR/eval/val-fsdd-takes.json"
 fi
 
 # ---- test splits (first read here)
