@@ -21,6 +21,23 @@ PROMPTS = ["this is the sound of a dog", "this is the sound of rain", "a violin"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
+@pytest.fixture
+def int8_calls_returned_their_input(monkeypatch) -> list[bool]:
+    """From here on, each call of ``openclap.bulk.speed.quantize_int8`` (what load() and the CLI call)
+    appends whether it returned the very model it was given (quantized in place, no copy)."""
+    from openclap.bulk import speed
+
+    calls: list[bool] = []
+
+    def quantize_and_record(model, **kwargs):
+        out = quantize_int8(model, **kwargs)
+        calls.append(out is model)
+        return out
+
+    monkeypatch.setattr(speed, "quantize_int8", quantize_and_record)
+    return calls
+
+
 def test_int8_from_the_python_api_is_close_to_fp32_on_real_clips() -> None:
     fp32 = openclap.load("openclap-mini")
     int8 = openclap.load("openclap-mini", int8=True)
@@ -62,7 +79,9 @@ def test_int8_refuses_other_speed_options() -> None:
         openclap.load("openclap-mini", int8=True, dtype="bfloat16")
 
 
-def test_inplace_quantizes_the_model_itself_with_the_same_numbers(monkeypatch) -> None:
+def test_inplace_quantizes_the_model_itself_with_the_same_numbers(
+    int8_calls_returned_their_input: list[bool],
+) -> None:
     """load(int8=True) owns its model and quantizes it in place: no second float32 copy in memory."""
     model = openclap.load("openclap-mini").model
     copied = quantize_int8(model)
@@ -75,40 +94,23 @@ def test_inplace_quantizes_the_model_itself_with_the_same_numbers(monkeypatch) -
     with torch.no_grad():
         assert torch.equal(same.encode_audio(wave), copied.encode_audio(wave))
     # load() hands quantize_int8 the model it built and gets that very object back (no copy made)
-    from openclap.bulk import speed
-
-    returned_its_input = []
-
-    def quantize_and_record(model, **kwargs):
-        out = quantize_int8(model, **kwargs)
-        returned_its_input.append(out is model)
-        return out
-
-    monkeypatch.setattr(speed, "quantize_int8", quantize_and_record)
     loaded = openclap.load("openclap-mini", int8=True).model
-    assert returned_its_input == [True]
+    assert int8_calls_returned_their_input == [True]
     assert isinstance(loaded.audio_encoder.layers[0].blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
 
 
-def test_cli_embed_int8_gives_the_python_api_vectors(tmp_path: Path, monkeypatch) -> None:
+def test_cli_embed_int8_gives_the_python_api_vectors(
+    tmp_path: Path, int8_calls_returned_their_input: list[bool]
+) -> None:
     """`openclap embed --int8` quantizes the pipeline's own model in place and embeds what load(int8=True)
     embeds."""
-    from openclap.bulk import speed
     from openclap.cli import main as cli_main
 
     # one file: dynamic int8 scales its activations per batch, so the CLI and the API must batch alike
     files = [str(CLIPS[0])]
-    returned_its_input = []
-
-    def quantize_and_record(model, **kwargs):
-        out = quantize_int8(model, **kwargs)
-        returned_its_input.append(out is model)
-        return out
-
-    monkeypatch.setattr(speed, "quantize_int8", quantize_and_record)
     base = ["embed", *files, "--num-workers", "0", "--pool", "mean", "--model", "openclap-mini"]
     assert cli_main([*base, "--out", str(tmp_path / "int8.npz"), "--int8"]) == 0
-    assert returned_its_input == [True]
+    assert int8_calls_returned_their_input == [True]
     assert cli_main([*base, "--out", str(tmp_path / "fp32.npz")]) == 0
     cli_int8 = np.load(tmp_path / "int8.npz")["embeddings"]
     cli_fp32 = np.load(tmp_path / "fp32.npz")["embeddings"]
