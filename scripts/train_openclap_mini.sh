@@ -4,7 +4,9 @@
 # and (with --install) copy it into the package's bundled model folder.
 #   bash scripts/train_openclap_mini.sh [RUN_DIR] [--install]     (~25-45 min training + ~5 min evaluation)
 # Needs ../shared/data (FSDD, ESC-10, instruments) and the venv with openclap installed (pip install -e .).
-# SKIP_TRAIN=1: only choose templates and evaluate an existing run. RECIPE=...: another recipe (default
+# SKIP_TRAIN=1: only choose templates and evaluate an existing run. VALIDATION_ONLY=1: stop after the
+# validation table (choose between runs with scripts/mini_validation.py before any test split is evaluated;
+# a later SKIP_TRAIN=1 run adds the test lines). RECIPE=...: another recipe (default
 # configs/openclap-mini.yaml). Held-out-source validation (issue 17) when its data exists (HELDOUT=folder,
 # default runs/data): the synthetic-voice split of make_synthetic_digits.py and make_timbre_variants.py.
 set -euo pipefail
@@ -100,20 +102,27 @@ if [ -f "$RUN_DIR/eval/fsdd-val-takes.csv" ]; then  # the seen speakers' held-ou
   ev zeroshot --manifest "$RUN_DIR/eval/fsdd-val-takes.csv" --split train --template "$(tpl fsdd)" > "$RUN_DIR/eval/val-fsdd-takes.json"
 fi
 
+echo "---- validation (held-out sources; the choice between runs: python scripts/mini_validation.py RUN...)"
+python scripts/mini_validation.py "$RUN_DIR"
+if [ -n "${VALIDATION_ONLY:-}" ]; then
+  echo "VALIDATION_ONLY: no test split evaluated"
+  exit 0
+fi
+
 # ---- test splits (first read here)
 ev zeroshot --manifest "$DATA/fsdd/manifest.csv" --split test --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd.json"
 ev zeroshot --manifest "$RUN_DIR/eval/fsdd-yweweler.csv" --split test --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd-yweweler-test.json"
-ev zeroshot --manifest "$RUN_DIR/eval/fsdd-yweweler.csv" --split train --template "$(tpl fsdd)" > "$RUN_DIR/eval/fsdd-yweweler-train.json"
 ev zeroshot --manifest "$DATA/esc10/manifest.csv" --split test --template "$(tpl esc10)" > "$RUN_DIR/eval/esc10.json"
 ev zeroshot --manifest "$DATA/instruments/manifest.csv" --split test --template "$(tpl instruments)" > "$RUN_DIR/eval/instruments.json"
 ev zeroshot --manifest "$DATA/instruments/manifest.csv" --split test --label-column family --template "$(tpl family)" > "$RUN_DIR/eval/family.json"
 for set in fsdd esc10 instruments; do
   ev retrieval --manifest "$DATA/$set/manifest.csv" --split test > "$RUN_DIR/eval/retrieval-$set.json"
 done
+echo "---- test splits"
 python - "$RUN_DIR/eval" <<'PY'
 import json, sys
 from pathlib import Path
-for f in sorted(Path(sys.argv[1]).glob("*.json")):
+for f in sorted(p for p in Path(sys.argv[1]).glob("*.json") if not p.name.startswith("val-")):
     m = json.loads(f.read_text())["results"][0]["metrics"]
     if "accuracy" in m:
         print(f"{f.stem:22s} zero-shot accuracy {100 * m['accuracy']:5.1f} %")
