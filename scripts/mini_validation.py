@@ -55,7 +55,9 @@ def run_scores(run: Path) -> dict[str, float | None]:
         scores[column] = 100 * table[key][chosen[key]]
     for column, name in EVAL_FILES.items():
         path = run / "eval" / name
-        scores[column] = 100 * _read_json(path)["results"][0]["metrics"]["accuracy"] if path.is_file() else None
+        scores[column] = (
+            100 * _read_json(path)["results"][0]["metrics"]["accuracy"] if path.is_file() else None
+        )
     return scores
 
 
@@ -84,7 +86,9 @@ def summarise(runs: list[Path]) -> list[tuple[str, dict[str, float | None]]]:
     for name, members in groups.items():
         if len(members) > 1:
             mean = {
-                column: None if any(m[column] is None for m in members) else sum(m[column] for m in members) / len(members)
+                column: None
+                if any(m[column] is None for m in members)
+                else sum(m[column] for m in members) / len(members)
                 for column in members[0]
             }
             rows.append((f"{name} (mean of {len(members)} seeds)", mean))

@@ -151,6 +151,9 @@ COMMANDS = {
         "skip: the robust recipe's full run (hours; evaluates on ../shared/data); its train step runs in "
         "smoke size (SCRIPT_RECIPES), the two data scripts above run here"
     ),
+    "python scripts/mini_validation.py runs/openclap-mini-robust": (
+        "missing: runs/openclap-mini-robust/val_templates.json is missing"
+    ),
     "openclap eval zeroshot --manifest labels.csv --label-column label --split test": "ok",
     "bash scripts/train_openclap_mini.sh runs/openclap-mini --install": (
         "skip: the full openclap-mini recipe (hours); its train step runs in smoke size (SCRIPT_RECIPES)"

@@ -30,6 +30,15 @@ def _module():
 
 
 mv = _module()
+# what train_openclap_mini.sh writes, spelled out here rather than taken from the script under test:
+# the val_templates.json key of each prompt-chosen set, and the eval/ file of each other validation set
+PROMPT_KEYS = {"speaker": "fsdd", "esc10": "esc10", "label": "instruments", "family": "family"}
+EVAL_FILES = {
+    "takes": "val-fsdd-takes.json",
+    "voices": "val-synthetic-voices.json",
+    "timbre_label": "val-timbre-label.json",
+    "timbre_family": "val-timbre-family.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +61,12 @@ def _write_run(run: Path, payload: dict, counts: dict[str, tuple[int, int]]) -> 
     # each prompt-chosen set has three candidates; the chosen one is deliberately not the best scored, so
     # reading the best instead of the chosen prompt shows up
     table, chosen = {}, {}
-    for column, key in mv.PROMPT_SETS.items():
+    for column, key in PROMPT_KEYS.items():
         table[key] = {"{}": acc[column] + 0.05, f"chosen {key} {{}}": acc[column], "a {}": acc[column] - 0.05}
         chosen[key] = f"chosen {key} {{}}"
     (run / "val_templates.json").write_text(json.dumps(table))
     (run / "templates.json").write_text(json.dumps({"default": "{}", **chosen}))
-    for column, name in mv.EVAL_FILES.items():
+    for column, name in EVAL_FILES.items():
         if column in acc:
             result = copy.deepcopy(payload)
             result["results"][0]["metrics"]["accuracy"] = acc[column]
