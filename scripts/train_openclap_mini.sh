@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Reproduce openclap-mini with openclap's own trainer (`openclap train configs/openclap-mini.yaml`), pick its
-# zero-shot prompt templates on the validation clips, evaluate it on the test splits with `openclap eval`,
-# and (with --install) copy it into the package's bundled model folder.
-#   bash scripts/train_openclap_mini.sh [RUN_DIR] [--install]     (~25-45 min training + ~5 min evaluation)
-# Needs ../shared/data (FSDD, ESC-10, instruments) and the venv with openclap installed (pip install -e .).
+# Reproduce openclap-mini with openclap's own trainer (`openclap train configs/openclap-mini.yaml`): make the
+# generated data the recipe reads, train, pick its zero-shot prompt templates on the validation clips,
+# evaluate it on the test splits with `openclap eval`, and (with --install) copy it into the package's
+# bundled model folder.
+#   bash scripts/train_openclap_mini.sh [RUN_DIR] [--install]     (~35-60 min training + ~5 min evaluation)
+# Needs ../shared/data (FSDD, ESC-10, instruments), espeak-ng (apt-get install espeak-ng) and the venv with
+# openclap installed (pip install -e .).
+# Generated data (HELDOUT=folder, default runs/data; made once when missing, the same bytes every time):
+# the espeak-ng voices of make_synthetic_digits.py (split train: training voices; split val: held-out
+# voices) and the timbre variants of make_timbre_variants.py (held-out-source validation, issue 17).
 # SKIP_TRAIN=1: only choose templates and evaluate an existing run. VALIDATION_ONLY=1: stop after the
 # validation table (choose between runs with scripts/mini_validation.py before any test split is evaluated;
 # a later SKIP_TRAIN=1 run adds the test lines). RECIPE=...: another recipe (default
-# configs/openclap-mini.yaml). Held-out-source validation (issue 17) when its data exists (HELDOUT=folder,
-# default runs/data): the synthetic-voice split of make_synthetic_digits.py and make_timbre_variants.py.
+# configs/openclap-mini.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR="${1:-runs/openclap-mini}"
@@ -16,6 +20,13 @@ INSTALL="${2:-}"
 RECIPE="${RECIPE:-configs/openclap-mini.yaml}"
 HELDOUT="${HELDOUT:-runs/data}"
 DATA=../shared/data
+# ---- generated data (not committed): skipped where its manifest exists
+if [ ! -f "$HELDOUT/synthetic-digits/manifest.csv" ]; then
+  python scripts/make_synthetic_digits.py "$HELDOUT/synthetic-digits"
+fi
+if [ ! -f "$HELDOUT/timbre-val/manifest.csv" ]; then
+  python scripts/make_timbre_variants.py "$HELDOUT/timbre-val" --recipe "$RECIPE"
+fi
 if [ -z "${SKIP_TRAIN:-}" ]; then
   openclap train "$RECIPE" --run-dir "$RUN_DIR"
 fi
@@ -90,13 +101,9 @@ cp "$RUN_DIR/templates.json" "$MODEL/templates.json"
 tpl() { python -c "import json,sys; print(json.load(open('$RUN_DIR/templates.json'))[sys.argv[1]])" "$1"; }
 
 # ---- held-out-source validation (voices and timbres in no training data), with the chosen templates
-if [ -f "$HELDOUT/synthetic-digits/manifest.csv" ]; then
-  ev zeroshot --manifest "$HELDOUT/synthetic-digits/manifest.csv" --split val --template "$(tpl fsdd)" > "$RUN_DIR/eval/val-synthetic-voices.json"
-fi
-if [ -f "$HELDOUT/timbre-val/manifest.csv" ]; then
-  ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --template "$(tpl instruments)" > "$RUN_DIR/eval/val-timbre-label.json"
-  ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --label-column family --template "$(tpl family)" > "$RUN_DIR/eval/val-timbre-family.json"
-fi
+ev zeroshot --manifest "$HELDOUT/synthetic-digits/manifest.csv" --split val --template "$(tpl fsdd)" > "$RUN_DIR/eval/val-synthetic-voices.json"
+ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --template "$(tpl instruments)" > "$RUN_DIR/eval/val-timbre-label.json"
+ev zeroshot --manifest "$HELDOUT/timbre-val/manifest.csv" --split val --label-column family --template "$(tpl family)" > "$RUN_DIR/eval/val-timbre-family.json"
 
 if [ -f "$RUN_DIR/eval/fsdd-val-takes.csv" ]; then  # the seen speakers' held-out takes (recipes that hold them out)
   ev zeroshot --manifest "$RUN_DIR/eval/fsdd-val-takes.csv" --split train --template "$(tpl fsdd)" > "$RUN_DIR/eval/val-fsdd-takes.json"
